@@ -1,0 +1,1 @@
+"""Rosbag replay, playback, recording and comparison (rosbags; no rclpy)."""

@@ -1,0 +1,107 @@
+"""The node's configuration: one validated schema for ROS parameters, config/*.yaml and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vla_ros.control.limits import SafetyLimits
+from vla_ros.schema import ConfigError, apply_overrides, flatten_yaml, param, validate
+
+
+@dataclass
+class TopicsConfig:
+    """Topic names and transports (relative names resolve in the node's namespace)."""
+
+    camera: str = param("camera/image_raw", "camera topic (sensor_msgs/Image or CompressedImage)")
+    camera_transport: str = param("raw", "raw: sensor_msgs/Image; compressed: CompressedImage",
+                                  choices=("raw", "compressed"))
+    camera_reliability: str = param(
+        "best_effort", "camera QoS reliability; must match the camera driver's publisher",
+        choices=("best_effort", "reliable"))
+    instruction: str = param("vla/instruction",
+                             "std_msgs/String; a new one replaces the old at once, empty = hold")
+    estop: str = param("vla/estop", "std_msgs/Bool; true latches the e-stop until ~/reset_estop")
+    pose: str = param("", "geometry_msgs/PoseStamped of the end effector; empty = not used")
+    command: str = param("vla/command", "output topic for the filtered commands")
+    output_mode: str = param(
+        "end_effector", "end_effector: vla_ros/EndEffectorCommand; twist: TwistStamped (MoveIt "
+        "Servo delta_twist_cmds); pose: PoseStamped target (needs the pose topic)",
+        choices=("end_effector", "twist", "pose"))
+
+
+@dataclass
+class PolicyConfig:
+    """Which model runs and how."""
+
+    checkpoint: str = param("", "checkpoint directory (OpenVLA HF layout); empty = embedded demo")
+    backend: str = param("torch", "inference backend", choices=("torch", "onnxruntime", "tensorrt"))
+    engine_dir: str = param("", "directory of exported ONNX graphs / TensorRT engines")
+    device: str = param("cpu", "torch device", choices=("cpu", "cuda"))
+    dtype: str = param("fp32", "weights and activations dtype", choices=("fp32", "fp16", "bf16"))
+    unnorm_key: str = param("", "dataset key of the un-normalization statistics; empty = the only one")
+    center_crop: bool = param(False, "0.9-area centre crop (checkpoints trained with augmentation)")
+    gripper_binarize: bool = param(False, "round the gripper to 0 or 1")
+    gripper_invert: bool = param(False, "use 1 - gripper (for robots where 1 means closed)")
+    max_inference_s: float = param(5.0, "a policy call longer than this is a FAULT [s]",
+                                   range=(0.01, 600.0))
+
+
+@dataclass
+class ControlConfig:
+    """Timing of the control loop."""
+
+    control_rate_hz: float = param(10.0, "command publishing rate [Hz]", range=(1.0, 1000.0))
+    action_period_s: float = param(
+        0.2, "time one model action spans, the training data's control period [s] (Bridge: 0.2)",
+        range=(0.001, 10.0))
+    frame_id: str = param("tool0", "frame_id stamped on commands (non-empty, MoveIt Servo needs it)")
+    status_rate_hz: float = param(2.0, "VlaStatus and /diagnostics rate [Hz]", range=(1.0, 50.0))
+
+    def check(self) -> None:
+        if not self.frame_id:
+            raise ConfigError("parameter 'control.frame_id' must not be empty")
+
+
+@dataclass
+class NodeConfig:
+    """Everything vla_node reads at start-up."""
+
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+
+    def check(self) -> None:
+        for section in (self.control, self.safety):
+            section.check()
+        if self.topics.output_mode == "pose" and not self.topics.pose:
+            raise ConfigError("parameter 'topics.output_mode' = 'pose' needs 'topics.pose' set")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> NodeConfig:
+    """Read a YAML file (plain, or ROS 2 `node: ros__parameters:` form) into a validated NodeConfig."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config {path} must be a mapping")
+        tree = _strip_ros_wrapper(tree)
+        values.update(flatten_yaml(tree))
+    values.update(overrides or {})
+    return apply_overrides(validate(NodeConfig()), values)
+
+
+def _strip_ros_wrapper(tree: dict[str, Any]) -> dict[str, Any]:
+    """Accept `{node_name: {ros__parameters: {...}}}` (also under `/**`) as well as a bare mapping."""
+    if len(tree) == 1:
+        inner = next(iter(tree.values()))
+        if isinstance(inner, dict) and "ros__parameters" in inner:
+            return inner["ros__parameters"] or {}
+    return tree

@@ -1,0 +1,1 @@
+"""Everything that imports rclpy: nodes, message conversion, QoS and parameters."""

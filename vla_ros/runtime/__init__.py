@@ -1,0 +1,1 @@
+"""Policies and inference backends (torch, ONNX Runtime, TensorRT), export and benchmarks."""

@@ -1,0 +1,1 @@
+"""Tabletop simulator, scripted expert, demo data and training, closed-loop evaluation."""

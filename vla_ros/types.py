@@ -1,0 +1,69 @@
+"""The data that flows through vla_ros, free of ROS and of any model library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+ACTION_DIM = 7  # dx, dy, dz [m], droll, dpitch, dyaw [rad], gripper [0 closed .. 1 open]
+
+
+@dataclass(frozen=True)
+class Pose:
+    """End-effector pose: position [m] and orientation quaternion (x, y, z, w)."""
+
+    position: np.ndarray  # float64 [3]
+    orientation: np.ndarray  # float64 [4], x y z w
+    stamp: float  # seconds on the control clock
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One camera frame, RGB uint8 [H, W, 3], with the stamp it was taken at (seconds)."""
+
+    rgb: np.ndarray
+    stamp: float
+    pose: Pose | None = None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A natural-language instruction; empty text means hold."""
+
+    text: str
+    stamp: float
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """Actions in robot units computed from one observation.
+
+    `actions` is float64 [T, 7]: per-action-period deltas (m, rad) and an absolute gripper value.
+    """
+
+    actions: np.ndarray
+    stamp: float  # stamp of the observation the chunk was computed from
+    instruction: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that turns an observation and an instruction into an action chunk."""
+
+    def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk: ...
+
+    def describe(self) -> str: ...
+
+
+def validate_chunk(chunk: ActionChunk) -> str | None:
+    """Return why a chunk is unusable (shape, dtype, non-finite values), or None when it is fine."""
+    a = chunk.actions
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.shape[1] != ACTION_DIM or a.shape[0] < 1:
+        shape = getattr(a, "shape", type(a).__name__)
+        return f"action chunk must be [T>=1, {ACTION_DIM}], got {shape}"
+    if not np.all(np.isfinite(a)):
+        return "action chunk contains NaN or Inf"
+    return None
