@@ -58,7 +58,8 @@ class ControlConfig:
     action_period_s: float = param(
         0.2, "time one model action spans, the training data's control period [s] (Bridge: 0.2)",
         range=(0.001, 10.0))
-    frame_id: str = param("tool0", "frame_id stamped on commands (non-empty, MoveIt Servo needs it)")
+    frame_id: str = param(
+        "base_link", "frame the deltas are expressed in and the pose is measured in (non-empty)")
     status_rate_hz: float = param(2.0, "VlaStatus and /diagnostics rate [Hz]", range=(1.0, 50.0))
 
     def check(self) -> None:
@@ -88,7 +89,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         try:
             tree = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
         if not isinstance(tree, dict):
             raise ConfigError(f"config {path} must be a mapping")
@@ -100,8 +101,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def _strip_ros_wrapper(tree: dict[str, Any]) -> dict[str, Any]:
     """Accept `{node_name: {ros__parameters: {...}}}` (also under `/**`) as well as a bare mapping."""
-    if len(tree) == 1:
-        inner = next(iter(tree.values()))
-        if isinstance(inner, dict) and "ros__parameters" in inner:
-            return inner["ros__parameters"] or {}
-    return tree
+    wrapped = [key for key, inner in tree.items() if isinstance(inner, dict) and "ros__parameters" in inner]
+    if not wrapped:
+        return tree
+    if len(tree) != 1:
+        raise ConfigError(f"config holds parameters for several nodes ({', '.join(map(str, tree))}); "
+                          "keep only vla_node's `ros__parameters`")
+    params = tree[wrapped[0]]["ros__parameters"] or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"'{wrapped[0]}.ros__parameters' must be a mapping of parameters")
+    return params

@@ -69,7 +69,10 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
     if isinstance(current, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"parameter '{name}' = {value!r}: must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a float
+            raise ConfigError(f"parameter '{name}' = {value!r}: number too large") from None
     if isinstance(current, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"parameter '{name}' = {value!r}: must be an integer")

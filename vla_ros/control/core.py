@@ -1,0 +1,283 @@
+"""ControlCore: the control logic shared by the ROS node, the offline bag replay and the simulator.
+
+It owns the arm/e-stop/fault state, the instruction in force, the watchdog stamps, the action
+scheduler and the safety filter's state. Callers feed it events with times on their own clock
+(node clock, sim time or a bag's timeline) and call `tick(now)` at the control rate; every command
+it returns went through `apply_filter`. All methods are thread-safe (one lock, held briefly), so a
+worker thread may call `on_chunk` while a timer calls `tick`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from vla_ros.control.limits import SafetyLimits
+from vla_ros.control.safety import (
+    GATE_BITS,
+    Command,
+    FilterInputs,
+    FilterState,
+    Intervention,
+    apply_filter,
+)
+from vla_ros.control.scheduler import ActionScheduler
+from vla_ros.schema import validate
+from vla_ros.types import ActionChunk, Pose, validate_chunk
+
+# A tick later than this many tick periods after the previous one is a stall: the scheduler drops
+# what fell in between instead of replaying it (see ActionScheduler, max_tick_gap_s).
+MAX_TICK_GAP_TICKS = 2.5
+
+_RULES = tuple((int(flag), flag.name) for flag in Intervention)
+
+
+class ControlCore:
+    """Events in, one filtered command per tick out. Starts DISARMED with no instruction."""
+
+    def __init__(self, limits: SafetyLimits, tick_period_s: float, action_period_s: float,
+                 initial_gripper: float = 1.0) -> None:
+        """Raises ConfigError for invalid limits and ValueError for invalid periods or gripper."""
+        validate(limits)
+        if not (math.isfinite(tick_period_s) and tick_period_s > 0.0):
+            raise ValueError(f"tick_period_s must be a positive number, got {tick_period_s!r}")
+        self._limits = limits
+        self._tick = float(tick_period_s)
+        self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=MAX_TICK_GAP_TICKS * self._tick)
+        gripper = float(initial_gripper)
+        if math.isfinite(gripper):
+            gripper = min(max(gripper, limits.gripper_min), limits.gripper_max)
+        self._filter_state = FilterState.initial(gripper)  # raises ValueError on NaN / out of 0..1
+        self._lock = threading.Lock()
+        self._armed = False
+        self._estopped = False
+        self._fault: str | None = None
+        self._instruction = ""
+        self._instruction_active = False
+        self._instruction_stamp: float | None = None
+        self._image_stamp: float | None = None
+        self._pose: Pose | None = None
+        self._last_chunk_stamp: float | None = None
+        self._last_command: Command | None = None
+        self._last_error = ""
+        self._counters: dict[str, int] = {
+            "commands": 0, "interventions": 0, "holds": 0, "rejected_chunks": 0,
+            "rejected_chunks_instruction": 0, "rejected_chunks_invalid": 0, "rejected_chunks_stale": 0,
+            "rejected_poses": 0, "rejected_images": 0,
+        }
+        for _, name in _RULES:
+            self._counters[name] = 0
+
+    # ----- inputs ------------------------------------------------------------------------------------
+    def on_image(self, stamp: float) -> bool:
+        """A camera image taken at `stamp` arrived (feeds the image watchdog); False for a bad stamp."""
+        with self._lock:
+            if not _is_finite_number(stamp):
+                self._counters["rejected_images"] += 1
+                self._last_error = f"image stamp must be a finite number, got {stamp!r}"
+                return False
+            self._image_stamp = float(stamp)
+            return True
+
+    def on_instruction(self, text: str, now: float) -> bool:
+        """Put `text` in force; True when it changed. A change drops the scheduled actions at once."""
+        with self._lock:
+            if text == self._instruction:
+                return False
+            self._instruction = text
+            self._instruction_active = bool(text.strip())
+            self._instruction_stamp = float(now)
+            self._scheduler.clear()
+            return True
+
+    def on_pose(self, pose: Pose) -> bool:
+        """The latest end-effector pose; False (rejected, counted) when it is not finite or malformed."""
+        with self._lock:
+            try:
+                position = np.asarray(pose.position, dtype=np.float64)
+                orientation = np.asarray(pose.orientation, dtype=np.float64)
+                ok = (position.shape == (3,) and orientation.shape == (4,)
+                      and bool(np.isfinite(position).all() and np.isfinite(orientation).all())
+                      and math.isfinite(float(pose.stamp)))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                self._counters["rejected_poses"] += 1
+                self._last_error = "end-effector pose is malformed or not finite"
+                return False
+            self._pose = pose
+            return True
+
+    def on_chunk(self, chunk: ActionChunk, now: float) -> bool:
+        """Schedule `chunk`; False (rejected, counted) for another instruction, invalid or stale chunks."""
+        with self._lock:
+            if chunk.instruction != self._instruction or not self._instruction_active:
+                return self._reject("instruction", "action chunk computed for instruction "
+                                    f"{chunk.instruction[:60]!r}, in force: {self._instruction[:60]!r}")
+            problem = validate_chunk(chunk)
+            if problem is None and not _is_finite_number(chunk.stamp):
+                problem = f"action chunk stamp must be a finite number, got {chunk.stamp!r}"
+            if problem is not None:
+                return self._reject("invalid", problem)
+            if not self._scheduler.push(chunk, now):
+                return self._reject("stale", f"action chunk stamp {chunk.stamp!r} is not newer than "
+                                    f"the one playing ({self._scheduler.current_stamp!r})")
+            self._last_chunk_stamp = float(chunk.stamp)
+            return True
+
+    def _reject(self, why: str, message: str) -> bool:
+        self._counters["rejected_chunks"] += 1
+        self._counters["rejected_chunks_" + why] += 1
+        self._last_error = message
+        return False
+
+    def set_armed(self, armed: bool) -> None:
+        """Arm (publish filtered actions) or disarm (HOLD only; scheduled actions are dropped)."""
+        with self._lock:
+            if not armed:
+                self._scheduler.clear()
+            self._armed = bool(armed)
+
+    def estop(self) -> None:
+        """Latch the e-stop: HOLD until reset_estop(); scheduled actions are dropped."""
+        with self._lock:
+            self._estopped = True
+            self._scheduler.clear()
+
+    def reset_estop(self) -> None:
+        """Release the e-stop latch (actions scheduled before it are gone)."""
+        with self._lock:
+            self._estopped = False
+            self._scheduler.clear()
+
+    def set_fault(self, reason: str | None) -> None:
+        """Enter FAULT with a reason (HOLD, actions dropped), or leave it with None."""
+        with self._lock:
+            if reason is not None:
+                self._fault = str(reason) or "fault"
+                self._last_error = self._fault
+                self._scheduler.clear()
+            else:
+                self._fault = None
+
+    # ----- the control tick ------------------------------------------------------------------------
+    def tick(self, now: float) -> Command:
+        """The command for the tick at `now`: scheduler step (or HOLD) through the safety filter."""
+        with self._lock:
+            step = self._scheduler.next(now)
+            inputs = FilterInputs(
+                armed=self._armed, estopped=self._estopped, fault=self._fault is not None,
+                image_stamp=self._image_stamp, instruction_active=self._instruction_active,
+                pose=self._pose)
+            command, self._filter_state = apply_filter(step, self._filter_state, inputs, self._limits,
+                                                       self._tick, now)
+            counters = self._counters
+            counters["commands"] += 1
+            bits = command.interventions
+            if command.hold:
+                counters["holds"] += 1
+            if bits:
+                counters["interventions"] += 1
+                for bit, name in _RULES:
+                    if bits & bit:
+                        counters[name] += 1
+            self._last_command = command
+            return command
+
+    # ----- read-only status --------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """DISARMED, ARMED, HOLDING (armed but the last command was a HOLD), ESTOPPED or FAULT."""
+        if self._estopped:
+            return "ESTOPPED"
+        if self._fault is not None:
+            return "FAULT"
+        if not self._armed:
+            return "DISARMED"
+        last = self._last_command
+        if last is None:
+            return "ARMED" if self._instruction_active else "HOLDING"
+        return "HOLDING" if last.hold else "ARMED"
+
+    @property
+    def holding_reason(self) -> int:
+        """Gate bits of the last command (0 when it moved or simply had no action to play)."""
+        last = self._last_command
+        return last.interventions & GATE_BITS if last is not None else 0
+
+    @property
+    def instruction(self) -> str:
+        return self._instruction
+
+    @property
+    def instruction_stamp(self) -> float | None:
+        """When the instruction in force was received (None before the first)."""
+        return self._instruction_stamp
+
+    @property
+    def image_stamp(self) -> float | None:
+        return self._image_stamp
+
+    @property
+    def last_chunk_stamp(self) -> float | None:
+        """Stamp (source observation) of the last accepted chunk."""
+        return self._last_chunk_stamp
+
+    @property
+    def pose(self) -> Pose | None:
+        return self._pose
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @property
+    def estopped(self) -> bool:
+        return self._estopped
+
+    @property
+    def fault(self) -> str | None:
+        """The fault reason, or None."""
+        return self._fault
+
+    @property
+    def last_error(self) -> str:
+        """The last rejection or fault, human readable ('' when none)."""
+        return self._last_error
+
+    @property
+    def last_command(self) -> Command | None:
+        return self._last_command
+
+    @property
+    def remaining_actions(self) -> int:
+        """Actions of the current chunk not yet started (for deciding when to infer again)."""
+        return self._scheduler.remaining
+
+    @property
+    def filter_state(self) -> FilterState:
+        return self._filter_state
+
+    @property
+    def limits(self) -> SafetyLimits:
+        return self._limits
+
+    @property
+    def tick_period_s(self) -> float:
+        return self._tick
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A copy of the counters: commands, holds, interventions (commands with any bit), one per rule
+        (Intervention names), rejected_chunks (+ _instruction/_invalid/_stale), rejected_poses/_images."""
+        with self._lock:
+            return dict(self._counters)
+
+
+def _is_finite_number(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
