@@ -204,3 +204,25 @@ def test_the_chunk_is_copied():
 def test_invalid_periods_raise(period, gap):
     with pytest.raises(ValueError):
         ActionScheduler(period, max_tick_gap_s=gap)
+
+
+@pytest.mark.parametrize("replan_s", [0.0, 0.01, 0.05])
+def test_fast_replanning_keeps_the_commanded_velocity(replan_s):
+    """A model faster than the control tick replaces chunks between ticks: no motion may be lost."""
+    period, tick = 0.2, 0.1
+    velocity = np.array([0.05, -0.02, 0.01, 0.0, 0.0, 0.1])  # per second
+    action = np.append(velocity * period, 1.0)[None, :]  # one action = velocity * period
+    sched = ActionScheduler(period)
+    total, t, stamp = np.zeros(6), 0.0, 0.0
+    for i in range(1, 41):
+        t_tick = i * tick
+        # Several chunks arrive between two ticks, each from a newer observation.
+        for j in range(3):
+            stamp += 1.0
+            sched.push(ActionChunk(action, stamp=stamp), now=t + replan_s * (j + 1) / 3)
+        step = sched.next(t_tick)
+        assert step is not None
+        total += np.concatenate([step.translation, step.rotation])
+        t = t_tick
+    moving_s = 40 * tick - replan_s / 3  # motion starts with the first chunk
+    np.testing.assert_allclose(total, velocity * moving_s, rtol=1e-9, atol=1e-12)

@@ -9,8 +9,9 @@ value of the action in force at `now`.
 
 A window longer than `max_tick_gap_s` (a stalled loop) is cut to its last `max_tick_gap_s`: what
 fell before is dropped, never replayed in a burst; actions whose span lies entirely in the dropped
-part are skipped. A newer chunk replaces whatever is left of the older one (the part of the old
-chunk between the last tick and the push is dropped with it). Times are kept relative to t0, so
+part are skipped. A newer chunk replaces whatever is left of the older one; the old chunk's share between the
+last tick and the push is still owed and is handed out with the next tick, so re-planning often
+(a fast model) never loses motion. Times are kept relative to t0, so
 large clock values (seconds since 1970) do not cost precision in the sums.
 """
 
@@ -51,6 +52,7 @@ class ActionScheduler:
         self._start = 0.0  # t0 of the current chunk on the caller's clock [s]
         self._cursor = 0.0  # time (relative to t0) up to which deltas have been handed out [s]
         self._last_tick: float | None = None
+        self._carry: np.ndarray | None = None  # [6] old chunk's share owed at the next tick
 
     @property
     def action_period_s(self) -> float:
@@ -88,6 +90,9 @@ class ActionScheduler:
         if self._stamp is not None and stamp <= self._stamp:
             return False  # the same observation again would replay motion already made
         start = now if self._last_tick is None else max(now, self._last_tick)
+        if self._actions is not None and now >= start and now >= self._start:
+            owed, _, _ = self._share(now - self._start)  # old chunk up to the push
+            self._carry = owed if self._carry is None else self._carry + owed
         self._actions = np.array(actions, dtype=np.float64)  # own copy: the caller may reuse its array
         self._stamp = stamp
         self._start = start
@@ -101,21 +106,37 @@ class ActionScheduler:
         if self._last_tick is not None and now < self._last_tick:
             self.clear()  # the clock ran backwards (sim reset, bag loop): the timeline is void
         self._last_tick = now
-        actions = self._actions
-        if actions is None:
+        carry, self._carry = self._carry, None
+        if self._actions is None:
             return None
+        b = now - self._start
+        if b < 0.0:
+            return None  # pushed with a clock reading later than this tick's: not started yet
+        delta, last, played_out = self._share(b)
+        if carry is not None:
+            delta = delta + carry
+        gripper = float(self._actions[last, 6]) if last >= 0 else None
+        stamp = self._stamp
+        if played_out:
+            self._actions = None  # played out (or skipped entirely after a stall)
+        if gripper is None:
+            return None
+        return ScheduledStep(delta[:3], delta[3:6], gripper, stamp)  # type: ignore[arg-type]
+
+    def _share(self, b: float) -> tuple[np.ndarray, int, bool]:
+        """Deltas [6] for the window (cursor, b] relative to t0 (cut to max_tick_gap_s), the index of
+        the action in force at b (-1 when the window lies past the end) and whether the chunk is done.
+        Advances the cursor."""
+        actions = self._actions
+        assert actions is not None
         period = self._period
         count = len(actions)
         end = count * period
-        b = now - self._start
         a = max(self._cursor, b - self._max_gap)
-        if b < 0.0:
-            return None  # pushed with a clock reading later than this tick's: not started yet
         if a >= end:
-            self._actions = None  # played out (or skipped entirely after a stall)
-            return None
+            return np.zeros(6), -1, True
         first = min(int(a // period), count - 1)
-        last = min(int(b // period), count - 1)  # the action in force at `now`
+        last = min(int(b // period), count - 1)  # the action in force at b
         weights = []
         for k in range(first, last + 1):
             overlap = min(b, (k + 1) * period) - max(a, k * period)
@@ -123,13 +144,11 @@ class ActionScheduler:
         delta = np.asarray(weights) @ actions[first:last + 1, :6]  # [6]
         if b > self._cursor:
             self._cursor = b
-        gripper = float(actions[last, 6])
-        if b >= end:
-            self._actions = None  # this was the tail of the last action
-        return ScheduledStep(delta[:3], delta[3:6], gripper, self._stamp)  # type: ignore[arg-type]
+        return delta, last, b >= end
 
     def clear(self) -> None:
         """Drop the current chunk (and forget its stamp, so any chunk is accepted next)."""
         self._actions = None
         self._stamp = None
         self._cursor = 0.0
+        self._carry = None
