@@ -1,0 +1,438 @@
+"""Reading and writing rosbag2 bags (mcap, sqlite3) through rosbags, with the vla_ros messages registered.
+
+Every failure a user can cause (a missing or corrupt bag, an unknown storage plugin, a missing topic)
+is raised as `BagError` with a message that names the bag, the topic and what would fix it.
+Bags are written atomically: into a hidden temporary directory next to the target, renamed into
+place only after the storage file and metadata.yaml are complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STORAGES = ("mcap", "sqlite3")  # the storage plugins rosbags reads and writes
+STORAGE_SUFFIX = {"mcap": ".mcap", "sqlite3": ".db3"}
+NS_PER_S = 1_000_000_000
+
+# Message types, as rosbag2 spells them.
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+STRING = "std_msgs/msg/String"
+BOOL = "std_msgs/msg/Bool"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+CLOCK = "rosgraph_msgs/msg/Clock"
+END_EFFECTOR_COMMAND = "vla_ros/msg/EndEffectorCommand"
+VLA_STATUS = "vla_ros/msg/VlaStatus"
+
+
+class BagError(RuntimeError):
+    """A bag cannot be read or written; the message says which bag, what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------------------------- types
+
+def find_msg_dir() -> Path:
+    """Directory of vla_ros's .msg files: the source checkout's msg/ or an installed share/vla_ros/msg."""
+    import vla_ros
+
+    candidates: list[Path] = []
+    for entry in getattr(vla_ros, "__path__", []):
+        pkg = Path(entry).resolve()
+        candidates.append(pkg.parent / "msg")  # source checkout: <repo>/vla_ros -> <repo>/msg
+        candidates += [parent / "share" / "vla_ros" / "msg" for parent in pkg.parents[:5]]
+    candidates.append(Path(sys.prefix) / "share" / "vla_ros" / "msg")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "vla_ros" / "msg")
+    for cand in candidates:
+        if (cand / "EndEffectorCommand.msg").is_file():
+            return cand
+    raise BagError("cannot find the vla_ros message definitions (EndEffectorCommand.msg); looked in "
+                   + ", ".join(str(c) for c in dict.fromkeys(candidates)))
+
+
+@lru_cache(maxsize=1)
+def typestore() -> Any:
+    """A rosbags typestore with the ROS 2 Kilted standard messages plus vla_ros/msg/* from msg/*.msg."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict[str, Any] = {}
+    for path in sorted(find_msg_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"vla_ros/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def msg_class(msgtype: str) -> Any:
+    """The rosbags dataclass of a message type, e.g. `msg_class(IMAGE)(header=..., ...)`."""
+    try:
+        return typestore().types[msgtype]
+    except KeyError:
+        raise BagError(f"message type {msgtype!r} is not known to the vla_ros typestore") from None
+
+
+def serialize(msg: Any, msgtype: str | None = None) -> bytes:
+    """CDR bytes of a rosbags message (the same bytes rclpy.serialization produces)."""
+    return bytes(typestore().serialize_cdr(msg, msgtype or msg.__msgtype__))
+
+
+def deserialize(raw: bytes | memoryview, msgtype: str) -> Any:
+    """A rosbags message object from CDR bytes."""
+    return typestore().deserialize_cdr(raw, msgtype)
+
+
+def stamp_msg(t_ns: int) -> Any:
+    """builtin_interfaces/Time from integer nanoseconds."""
+    return msg_class("builtin_interfaces/msg/Time")(sec=int(t_ns // NS_PER_S), nanosec=int(t_ns % NS_PER_S))
+
+
+def stamp_ns(stamp: Any) -> int:
+    """Integer nanoseconds of a builtin_interfaces/Time."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def header_msg(t_ns: int, frame_id: str = "") -> Any:
+    """std_msgs/Header with the given stamp."""
+    return msg_class("std_msgs/msg/Header")(stamp=stamp_msg(t_ns), frame_id=frame_id)
+
+
+def qos_profile(reliable: bool = True, depth: int = 10, transient_local: bool = False) -> Any:
+    """A rosbags QoS record for offered_qos_profiles in metadata.yaml."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth,
+               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: its type, message count and the definition stored with it."""
+
+    name: str
+    msgtype: str
+    count: int
+    msgdef: str  # ros2msg text ("" when the bag carries none)
+    digest: str  # RIHS01 hash ("" when unknown)
+    qos: tuple = ()  # rosbags Qos records offered by the recorded publishers
+
+
+def _bag_label(path: Path) -> str:
+    return f"bag {str(path)!r}"
+
+
+def _read_metadata(path: Path) -> dict[str, Any] | None:
+    """The rosbag2_bagfile_information mapping of a bag directory, or None for a bare storage file."""
+    meta_path = path / "metadata.yaml"
+    if not path.is_dir():
+        return None
+    if not meta_path.is_file():
+        raise BagError(f"{_bag_label(path)} is a directory without metadata.yaml: not a rosbag2 bag "
+                       "(or it was not closed; `ros2 bag reindex` can rebuild the metadata)")
+    try:
+        tree = yaml.safe_load(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BagError(f"{_bag_label(path)}: metadata.yaml is corrupt: {exc}") from None
+    info = tree.get("rosbag2_bagfile_information") if isinstance(tree, dict) else None
+    if not isinstance(info, dict):
+        raise BagError(f"{_bag_label(path)}: metadata.yaml has no 'rosbag2_bagfile_information' "
+                       "mapping (corrupt or not a rosbag2 bag)")
+    return info
+
+
+class BagReader:
+    """Read-only view of a rosbag2 bag (directory with metadata.yaml, or a bare .mcap / .db3 file).
+
+    Use as a context manager; `messages()` yields (topic, log time [ns], raw CDR bytes) in time order.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._reader: Any = None
+        self.storage = ""
+        self.topics: dict[str, TopicInfo] = {}
+        self.start_ns = 0
+        self.end_ns = 0
+        self.message_count = 0
+
+    def __enter__(self) -> BagReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the bag, translating every rosbags failure into a BagError that says what to do."""
+        from rosbags.rosbag2 import Reader
+        from rosbags.rosbag2.errors import ReaderError
+
+        path = self.path
+        if not path.exists():
+            raise BagError(f"{_bag_label(path)} does not exist")
+        meta = _read_metadata(path)
+        if meta is not None:
+            storage = meta.get("storage_identifier")
+            if storage not in STORAGES:
+                raise BagError(
+                    f"{_bag_label(path)} uses storage plugin {storage!r}, which cannot be read here "
+                    f"(readable: {', '.join(STORAGES)}); convert it on a ROS machine with "
+                    "`ros2 bag convert` to mcap")
+            self.storage = storage
+        else:
+            self.storage = {".mcap": "mcap", ".db3": "sqlite3"}.get(path.suffix, "")
+            if not self.storage:
+                raise BagError(f"{_bag_label(path)}: unknown file type {path.suffix!r}; expected a bag "
+                               "directory, a .mcap or a .db3 file")
+        try:
+            reader = Reader(path)
+            reader.open()
+        except (ReaderError, OSError, ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+            raise BagError(f"{_bag_label(path)} is corrupt or unreadable ({self.storage}): {exc}") from None
+        except Exception as exc:  # sqlite3.DatabaseError and other storage-level failures
+            raise BagError(f"{_bag_label(path)} is corrupt or unreadable ({self.storage}): "
+                           f"{type(exc).__name__}: {exc}") from None
+        self._reader = reader
+        self.start_ns = int(reader.start_time) if reader.message_count else 0
+        self.end_ns = int(reader.end_time) - 1 if reader.message_count else 0
+        self.message_count = int(reader.message_count)
+        topics: dict[str, TopicInfo] = {}
+        for conn in reader.connections:
+            known = topics.get(conn.topic)
+            qos = tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+            if known is not None and known.msgtype != conn.msgtype:
+                raise BagError(f"{_bag_label(path)}: topic {conn.topic} carries two types "
+                               f"({known.msgtype}, {conn.msgtype}); not supported")
+            count = conn.msgcount + (known.count if known else 0)
+            topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count, conn.msgdef.data or "",
+                                           conn.digest or "", qos)
+        self.topics = topics
+
+    def close(self) -> None:
+        """Close the bag (safe to call twice)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception:  # noqa: BLE001 - closing a corrupt file must not mask the real error
+                pass
+
+    @property
+    def duration_s(self) -> float:
+        """Time between the first and the last message [s]."""
+        return (self.end_ns - self.start_ns) / NS_PER_S
+
+    def require(self, topic: str, msgtypes: Iterable[str], role: str = "") -> TopicInfo:
+        """The topic's info; BagError listing the bag's topics when it is missing or of another type."""
+        msgtypes = tuple(msgtypes)
+        info = self.topics.get(topic)
+        what = f"{role} topic {topic!r}" if role else f"topic {topic!r}"
+        if info is None:
+            listing = "\n".join(f"  {t.name}  [{t.msgtype}]  {t.count} msgs" for t in self.topics.values())
+            raise BagError(f"{_bag_label(self.path)} has no {what}; its topics are:\n"
+                           f"{listing or '  (none)'}\nchoose another with the config's topics.* "
+                           "or --param topics.NAME=/topic")
+        if info.msgtype not in msgtypes:
+            raise BagError(f"{_bag_label(self.path)}: {what} has type {info.msgtype}, expected "
+                           f"{' or '.join(msgtypes)}")
+        return info
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """Yield (topic, log time [ns], raw CDR) for the given topics (all when None), in time order."""
+        if self._reader is None:
+            raise BagError(f"{_bag_label(self.path)} is not open")
+        wanted = None if topics is None else set(topics)
+        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        try:
+            for conn, t_ns, raw in self._reader.messages(connections=conns):
+                yield conn.topic, int(t_ns), bytes(raw)
+        except BagError:
+            raise
+        except Exception as exc:  # a truncated chunk or a damaged database page, found mid-read
+            raise BagError(f"{_bag_label(self.path)} is corrupt: reading failed after the start: "
+                           f"{type(exc).__name__}: {exc}") from None
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished directory `tmp` to `target`; an existing target is replaced only if allowed."""
+    if target.exists():
+        if not overwrite:
+            raise BagError(f"{str(target)!r} exists already; choose another path or allow overwriting")
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(tmp, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+class AtomicDir:
+    """A directory built under a hidden temporary name and renamed to `target` only when complete.
+
+    `with AtomicDir(target) as tmp:` write into `tmp`; an exception leaves nothing at `target`.
+    """
+
+    def __init__(self, target: str | Path, overwrite: bool = False):
+        self.target = Path(target)
+        self.overwrite = overwrite
+        self._holder: Path | None = None
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        if self.target.exists() and not self.overwrite:
+            raise BagError(f"{str(self.target)!r} exists already; choose another path or allow overwriting")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._holder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        self.path = self._holder / self.target.name  # the final name inside, so file names match
+        self.path.mkdir()
+        return self.path
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._holder is not None and self.path is not None
+        try:
+            if exc_type is None:
+                _replace_dir(self.path, self.target, self.overwrite)
+        finally:
+            shutil.rmtree(self._holder, ignore_errors=True)
+
+
+class BagWriter:
+    """Write a rosbag2 bag (mcap or sqlite3, metadata.yaml version 9) atomically.
+
+    Message definitions (ros2msg text) and RIHS01 hashes are embedded for every topic, taken from
+    the caller (copying a topic from another bag) or from the vla_ros typestore.
+    Timestamps come only from the caller, so the same inputs give byte-identical files.
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", overwrite: bool = False,
+                 custom_data: dict[str, str] | None = None, atomic: bool = True):
+        if storage not in STORAGES:
+            raise BagError(f"storage {storage!r} is not supported; choose one of {', '.join(STORAGES)}")
+        self.path = Path(path)
+        self.storage = storage
+        self.custom_data = dict(custom_data or {})
+        self._atomic = AtomicDir(self.path, overwrite) if atomic else None
+        self._writer: Any = None
+        self._conns: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> BagWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc_type, exc, tb)
+
+    def open(self) -> None:
+        """Create the temporary bag directory and open the storage."""
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2.errors import WriterError
+
+        if self._atomic is not None:
+            inner = self._atomic.__enter__()
+            inner.rmdir()  # rosbags creates the directory itself
+        else:
+            inner = self.path
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        try:
+            self._writer = Writer(inner, version=9, storage_plugin=plugin)
+            for key, value in sorted(self.custom_data.items()):
+                self._writer.set_custom_data(key, str(value))
+            self._writer.open()
+        except (WriterError, OSError) as exc:
+            self.abort(type(exc), exc, None)
+            raise BagError(f"cannot create bag {str(self.path)!r}: {exc}") from None
+
+    def add_topic(self, topic: str, msgtype: str, msgdef: str = "", digest: str = "",
+                  qos: Iterable[Any] = ()) -> None:
+        """Declare a topic; msgdef/digest default to the typestore's (they must come together)."""
+        if topic in self._conns:
+            return
+        kwargs: dict[str, Any] = {"offered_qos_profiles": list(qos)}
+        if msgdef and digest:
+            kwargs.update(msgdef=msgdef, rihs01=digest)
+        else:
+            if msgtype not in typestore().types:
+                raise BagError(f"cannot write topic {topic}: type {msgtype} has no definition in the source "
+                               "and is not known to the vla_ros typestore")
+            kwargs["typestore"] = typestore()
+        self._conns[topic] = self._writer.add_connection(topic, msgtype, **kwargs)
+        self.counts[topic] = 0
+
+    def write(self, topic: str, t_ns: int, raw: bytes | memoryview) -> None:
+        """Append one raw CDR message at log time t_ns (the topic must have been added)."""
+        try:
+            conn = self._conns[topic]
+        except KeyError:
+            raise BagError(f"topic {topic} was not added to bag {str(self.path)!r}") from None
+        self._writer.write(conn, int(t_ns), raw)
+        self.counts[topic] += 1
+
+    def write_msg(self, topic: str, t_ns: int, msg: Any) -> None:
+        """Serialize a rosbags message and append it (the topic is added on first use)."""
+        if topic not in self._conns:
+            self.add_topic(topic, msg.__msgtype__)
+        self.write(topic, t_ns, serialize(msg))
+
+    def close(self) -> None:
+        """Finish the storage file and metadata.yaml, then rename the bag into place."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except Exception as exc:
+            self.abort(type(exc), exc, None)
+            raise BagError(f"cannot finish bag {str(self.path)!r}: {exc}") from None
+        if self._atomic is not None:
+            self._atomic.__exit__(None, None, None)
+            self._atomic.path = None
+
+    def abort(self, exc_type: Any = RuntimeError, exc: Any = None, tb: Any = None) -> None:
+        """Drop everything written so far; nothing appears at the target path."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:  # noqa: BLE001 - already failing; the temporary files are removed below
+                pass
+        if self._atomic is not None and self._atomic.path is not None:
+            self._atomic.__exit__(exc_type or RuntimeError, exc, tb)
+            self._atomic.path = None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The rosbag2_bagfile_information mapping of a bag directory (for checks and reports)."""
+    info = _read_metadata(Path(path))
+    if info is None:
+        raise BagError(f"{_bag_label(Path(path))} is not a bag directory")
+    return info
