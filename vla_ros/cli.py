@@ -10,6 +10,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "node": ("vla_ros.ros.node_main", "run vla_node without ros2 launch (--config FILE)"),
     "bench-control": ("vla_ros.ros.bench_control", "control-loop timing over real DDS"),
     "demo": ("vla_ros.sim.demo", "closed-loop demo: simulator + vla_node over ROS topics"),
+    "sim": ("vla_ros.ros.sim_node", "tabletop simulator node (camera, pose, commands, reset)"),
     "eval-demo": ("vla_ros.sim.evaluate", "success rate of the policy in the simulator, no ROS"),
     "train-demo": ("vla_ros.sim.train", "train the tiny embedded demo VLA on simulator data"),
     "predict": ("vla_ros.runtime.predict_cli", "one action from an image file and an instruction"),

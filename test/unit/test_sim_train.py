@@ -1,0 +1,98 @@
+"""train-demo at toy size: OpenVLA layout out, loads through the regular Policy, resumes, time-boxes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from vla_ros.config import PolicyConfig  # noqa: E402
+from vla_ros.model.loader import load_vla  # noqa: E402
+from vla_ros.runtime.factory import make_policy  # noqa: E402
+from vla_ros.sim import train  # noqa: E402
+from vla_ros.sim.dataset import DATASET_KEY, DemoDataset  # noqa: E402
+from vla_ros.sim.render import Renderer  # noqa: E402
+from vla_ros.sim.world import TabletopWorld  # noqa: E402
+from vla_ros.types import Instruction, Observation  # noqa: E402
+
+TOY = ["--episodes", "4", "--image-size", "56", "--tower-dim", "16", "--tower-depth", "2",
+       "--tower-heads", "2", "--llm-hidden", "32", "--llm-layers", "1", "--llm-heads", "2",
+       "--batch-size", "4", "--warmup-steps", "5", "--lr", "3e-3", "--threads", "1", "--workers", "1",
+       "--eval-episodes", "0", "--minutes", "3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    out, work = root / "ckpt", root / "work"
+    code = train.main(["--out", str(out), "--work", str(work), "--steps", "30", *TOY])
+    assert code == 0
+    return out, work
+
+
+def test_checkpoint_has_the_openvla_layout_with_the_demo_statistics(trained):
+    out, work = trained
+    for name in ("config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json",
+                 "dataset_statistics.json", train.CONFIG_FILE, train.LOG_FILE, train.PLOT_FILE):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    data = DemoDataset.load(next(work.glob("data_*")))
+    assert config["norm_stats"] == data.statistics()
+    assert config["image_sizes"] == [56, 56]
+    assert config["vla_ros_demo"]["train_config"]["seed"] == 0
+    stats = json.loads((out / "dataset_statistics.json").read_text())
+    assert stats[DATASET_KEY]["action"]["mask"] == [True] * 6 + [False]
+    assert sum(f.stat().st_size for f in out.glob("*.safetensors")) < 25e6
+
+
+def test_training_log_records_a_falling_loss(trained):
+    out, _ = trained
+    rows = list(csv.DictReader((out / train.LOG_FILE).open()))
+    assert [int(r["step"]) for r in rows] == [1, 25, 30]
+    summary = json.loads((out / train.CONFIG_FILE).read_text())
+    assert summary["steps_done"] == 30
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 1.0  # the easy tokens are learnt at once
+
+
+def test_trained_checkpoint_loads_through_the_regular_policy(trained):
+    out, _ = trained
+    loaded = load_vla(out)
+    assert loaded.action_tokenizer.n_bins == 256
+    policy = make_policy(PolicyConfig(checkpoint=str(out)))
+    world = TabletopWorld()
+    world.reset(0)
+    rgb = Renderer().render(world.state)
+    chunk = policy.predict(Observation(rgb, 1.0), Instruction("pick up the red cube", 1.0))
+    assert chunk.actions.shape == (1, 7) and np.all(np.isfinite(chunk.actions))
+    stats = json.loads((out / "dataset_statistics.json").read_text())[DATASET_KEY]["action"]
+    assert np.all(chunk.actions[0, :6] >= np.array(stats["q01"][:6]) - 1e-9)
+    assert np.all(chunk.actions[0, :6] <= np.array(stats["q99"][:6]) + 1e-9)
+
+
+def test_resume_continues_from_the_saved_step(trained, tmp_path):
+    out, work = trained
+    resumed = tmp_path / "resumed"
+    code = train.main(["--out", str(resumed), "--work", str(work), "--steps", "40", "--resume", *TOY])
+    assert code == 0
+    summary = json.loads((resumed / train.CONFIG_FILE).read_text())
+    assert summary["steps_done"] == 40
+    rows = list(csv.DictReader((resumed / train.LOG_FILE).open()))
+    assert [int(r["step"]) for r in rows] == [1, 25, 30, 40]
+
+
+def test_batches_and_schedule_are_deterministic():
+    cfg = train.TrainConfig(lr=1e-3, warmup_steps=10, min_lr_fraction=0.1)
+    assert train.lr_at(0, cfg, 100) == pytest.approx(1e-4)
+    assert train.lr_at(10, cfg, 100) == pytest.approx(1e-3)
+    assert train.lr_at(100, cfg, 100) == pytest.approx(1e-4)
+    assert train.lr_at(55, cfg, 100) == pytest.approx(0.55e-3)
+
+
+def test_bad_arguments_are_refused(capsys):
+    assert train.main(["--minutes", "0"]) == 2
+    assert train.main(["--image-size", "100"]) == 2
+    assert "multiple of the patch size" in capsys.readouterr().err
