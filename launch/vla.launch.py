@@ -1,0 +1,124 @@
+"""Start vla_node: `ros2 launch vla_ros vla.launch.py model_path:=/ckpt camera_topic:=/cam/image_raw`.
+
+A thin mapping of launch arguments to node parameters (`node_settings`, tested without launch):
+the config file is read and validated by vla_ros.config.load_config, the arguments given override
+its values, and every parameter is handed to the node explicitly (so the parameters file works
+under any namespace). Arguments left empty keep the config file's value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# argument -> (default, description)
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "config_file": ("", "vla_node parameters file (ROS 2 or plain YAML); empty = built-in defaults "
+                        "(the same as config/vla.yaml)"),
+    "robot": ("", "safety profile from config/robots (franka_fr3, ur_e_series, widowx_250) or a path; "
+                  "applied over the config file"),
+    "model_path": ("", "checkpoint directory (policy.checkpoint); empty = config value"),
+    "backend": ("", "policy.backend: torch, onnxruntime or tensorrt; empty = config value"),
+    "engine_dir": ("", "exported ONNX / TensorRT engine directory (policy.engine_dir); empty = config value"),
+    "camera_topic": ("", "camera topic (topics.camera); empty = config value"),
+    "camera_transport": ("", "raw or compressed (topics.camera_transport); empty = config value"),
+    "instruction_topic": ("", "instruction topic (topics.instruction); empty = config value"),
+    "namespace": ("", "namespace of the node; empty = root"),
+    "use_sim_time": ("false", "follow /clock (bag replay, simulators)"),
+    "autostart": ("true", "configure and activate at start; false leaves it to a lifecycle manager"),
+    "arm": ("false", "arm right after activation (otherwise call ~/arm)"),
+    "inference_process": ("false", "run the policy in a child process (control loop free of its GIL; "
+                                   "a hung policy is killed and rebuilt)"),
+    "control_priority": ("0", "SCHED_FIFO priority 1-99 of the control thread (needs rtprio rights); "
+                              "0 = off"),
+}
+
+# launch argument -> node parameter it sets when not empty
+ARGUMENT_PARAMETERS: dict[str, str] = {
+    "model_path": "policy.checkpoint",
+    "backend": "policy.backend",
+    "engine_dir": "policy.engine_dir",
+    "camera_topic": "topics.camera",
+    "camera_transport": "topics.camera_transport",
+    "instruction_topic": "topics.instruction",
+}
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A launch argument's boolean value; anything else is an error naming the argument."""
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    from vla_ros.schema import ConfigError
+
+    raise ConfigError(f"launch argument '{name}' = {text!r}: must be true or false")
+
+
+def node_settings(args: dict[str, str]) -> dict[str, Any]:
+    """Launch argument values (strings) -> {namespace, parameters, arguments} of the vla_node action.
+
+    `parameters` holds every NodeConfig leaf (validated) plus use_sim_time; raises ConfigError
+    naming the parameter for an invalid value.
+    """
+    from vla_ros.config import load_config
+    from vla_ros.schema import iter_fields
+
+    values = {name: str(args.get(name, default)) for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    unknown = sorted(set(args) - set(LAUNCH_ARGUMENTS))
+    if unknown:
+        from vla_ros.schema import ConfigError
+
+        raise ConfigError(f"unknown launch argument(s) {unknown} (known: {sorted(LAUNCH_ARGUMENTS)})")
+    overrides: dict[str, Any] = {}
+    if values["robot"]:
+        from vla_ros.control.profiles import load_profile
+
+        overrides.update(load_profile(values["robot"]))
+    for arg, param in ARGUMENT_PARAMETERS.items():
+        if values[arg]:
+            overrides[param] = values[arg]
+    cfg = load_config(values["config_file"] or None, overrides)
+    parameters: dict[str, Any] = {}
+    for name, value, _ in iter_fields(cfg):
+        parameters[name] = [float(v) for v in value] if isinstance(value, list) else value
+    parameters["use_sim_time"] = parse_bool("use_sim_time", values["use_sim_time"])
+    arguments = []
+    if not parse_bool("autostart", values["autostart"]):
+        arguments.append("--managed")
+    if parse_bool("arm", values["arm"]):
+        arguments.append("--arm")
+    if parse_bool("inference_process", values["inference_process"]):
+        arguments.append("--inference-process")
+    priority = values["control_priority"].strip()
+    if not priority.isdigit() or int(priority) > 99:
+        from vla_ros.schema import ConfigError
+
+        raise ConfigError(f"launch argument 'control_priority' = {priority!r}: must be an integer in [0, 99]")
+    if int(priority) > 0:
+        arguments += ["--control-priority", priority]
+    return {"namespace": values["namespace"].strip("/"), "parameters": parameters, "arguments": arguments}
+
+
+def _launch_setup(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - OpaqueFunction signature
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    resolved = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    settings = node_settings(resolved)
+    return [Node(package="vla_ros", executable="vla_node", name="vla_node", output="screen",
+                 namespace=settings["namespace"], parameters=[settings["parameters"]],
+                 arguments=settings["arguments"])]
+
+
+def generate_launch_description():  # noqa: ANN201 - launch.LaunchDescription, imported lazily
+    """The launch description: declared arguments, then the node built from their values."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
+
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in LAUNCH_ARGUMENTS.items()]
+    return LaunchDescription(declared + [OpaqueFunction(function=_launch_setup)])

@@ -1,0 +1,210 @@
+"""ROS messages <-> vla_ros types: images, instructions, poses, and the three command outputs.
+
+Everything that can be wrong in an incoming message raises `InputError` (or `ImageError`, both
+ValueError) with a message fit for a log line; the node counts and rejects those inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image
+
+from vla_ros.control.safety import Command, intervention_names
+from vla_ros.images import MAX_COMPRESSED_BYTES, MAX_PIXELS, ImageError, decode_compressed, decode_raw
+from vla_ros.msg import EndEffectorCommand
+from vla_ros.types import Pose
+
+MAX_INSTRUCTION_BYTES = 4096  # UTF-8 bytes; longer instructions are rejected, not truncated
+# Serialized camera messages larger than this are rejected before deserialization
+# (the largest acceptable frame, MAX_PIXELS at 4 bytes per pixel, plus header room).
+MAX_IMAGE_MESSAGE_BYTES = MAX_PIXELS * 4 + 65536
+MAX_COMPRESSED_MESSAGE_BYTES = MAX_COMPRESSED_BYTES + 65536
+QUATERNION_NORM_TOLERANCE = 0.1  # |q| must be within 1 +- this; it is then normalized
+
+# CDR encapsulation identifiers: (big endian CDR, little endian CDR, XCDR2 BE, XCDR2 LE).
+_CDR_BIG, _CDR_LITTLE = {0x0000, 0x0006}, {0x0001, 0x0007}
+
+
+class InputError(ValueError):
+    """An incoming message is malformed; the message says why."""
+
+
+# ----- time --------------------------------------------------------------------------------------
+def seconds_to_time(seconds: float) -> Time:
+    """builtin_interfaces/Time from seconds (non-finite or negative -> zero time)."""
+    if not math.isfinite(seconds) or seconds <= 0.0:
+        return Time()
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def time_to_seconds(stamp: Time) -> float:
+    """Seconds from builtin_interfaces/Time."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+# ----- camera ------------------------------------------------------------------------------------
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """RGB uint8 [H, W, 3] from a sensor_msgs/Image (see vla_ros.images.decode_raw)."""
+    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """RGB uint8 [H, W, 3] from a sensor_msgs/CompressedImage (jpeg or png)."""
+    return decode_compressed(msg.format, msg.data)
+
+
+def raw_camera_to_rgb(raw: bytes, compressed: bool) -> np.ndarray:
+    """Decode a serialized Image / CompressedImage, refusing oversized messages before parsing."""
+    limit = MAX_COMPRESSED_MESSAGE_BYTES if compressed else MAX_IMAGE_MESSAGE_BYTES
+    if len(raw) > limit:
+        raise ImageError(f"camera message of {len(raw)} bytes is too large (limit {limit})")
+    msg_type = CompressedImage if compressed else Image
+    try:
+        msg = deserialize_message(raw, msg_type)
+    except Exception as exc:  # malformed CDR from a foreign publisher
+        raise ImageError(f"cannot deserialize {msg_type.__name__}: {exc}") from exc
+    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+
+
+# ----- instruction -------------------------------------------------------------------------------
+def decode_string_cdr(raw: bytes, max_bytes: int = MAX_INSTRUCTION_BYTES) -> str:
+    """Text of a serialized std_msgs/String, with strict UTF-8 and a size limit.
+
+    rclpy decodes invalid UTF-8 with replacement characters, so the node subscribes to the raw
+    bytes and decodes them here instead.
+    """
+    if len(raw) > max_bytes + 64:
+        raise InputError(f"instruction message of {len(raw)} bytes is too long (limit {max_bytes} bytes)")
+    if len(raw) < 8:
+        raise InputError("instruction message is truncated")
+    (encapsulation,) = struct.unpack(">H", raw[:2])
+    if encapsulation in _CDR_LITTLE:
+        (length,) = struct.unpack("<I", raw[4:8])
+    elif encapsulation in _CDR_BIG:
+        (length,) = struct.unpack(">I", raw[4:8])
+    else:
+        raise InputError(f"instruction message has an unknown CDR encapsulation 0x{encapsulation:04x}")
+    if length < 1 or 8 + length > len(raw) or raw[8 + length - 1] != 0:
+        raise InputError("instruction message is malformed (bad string length)")
+    return sanitize_instruction(raw[8:8 + length - 1], max_bytes)
+
+
+def sanitize_instruction(data: bytes | str, max_bytes: int = MAX_INSTRUCTION_BYTES) -> str:
+    """Validated instruction text: strict UTF-8, at most `max_bytes`, no control characters; stripped."""
+    if isinstance(data, str):
+        if "\ufffd" in data:
+            raise InputError("instruction is not valid UTF-8 (replacement characters)")
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"instruction is not valid text: {exc.reason}") from exc
+    if len(data) > max_bytes:
+        raise InputError(f"instruction of {len(data)} bytes is too long (limit {max_bytes} bytes)")
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"instruction is not valid UTF-8 (byte {exc.start})") from exc
+    bad = [c for c in text if (ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0]
+    if bad:
+        raise InputError(f"instruction contains control character U+{ord(bad[0]):04X}")
+    return text.strip()
+
+
+# ----- pose --------------------------------------------------------------------------------------
+def pose_from_msg(msg: PoseStamped, stamp: float) -> Pose:
+    """Pose (unit quaternion) from a PoseStamped; `stamp` is the receipt time on the node clock."""
+    p, q = msg.pose.position, msg.pose.orientation
+    position = np.array([p.x, p.y, p.z], dtype=np.float64)
+    orientation = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
+    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(orientation))):
+        raise InputError("pose contains NaN or Inf")
+    norm = float(np.linalg.norm(orientation))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise InputError(f"pose orientation is not a unit quaternion (|q| = {norm:.3f})")
+    return Pose(position=position, orientation=orientation / norm, stamp=float(stamp))
+
+
+# ----- rotations (quaternions are x, y, z, w) ----------------------------------------------------
+def quat_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Quaternion of R = Rz(yaw) Ry(pitch) Rx(roll) (fixed-axis roll, pitch, yaw, as in tf2)."""
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    return np.array([sr * cp * cy - cr * sp * sy,
+                     cr * sp * cy + sr * cp * sy,
+                     cr * cp * sy - sr * sp * cy,
+                     cr * cp * cy + sr * sp * sy])
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b (apply b, then a)."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array([aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw,
+                     aw * bw - ax * bx - ay * by - az * bz])
+
+
+def rotvec_from_quat(q: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle, rad) of a unit quaternion, shortest way round."""
+    q = np.asarray(q, dtype=np.float64)
+    if q[3] < 0:
+        q = -q
+    s = float(np.linalg.norm(q[:3]))
+    if s < 1e-12:
+        return 2.0 * q[:3]
+    return q[:3] / s * (2.0 * math.atan2(s, q[3]))
+
+
+# ----- commands out ------------------------------------------------------------------------------
+def command_to_end_effector(cmd: Command, frame_id: str) -> EndEffectorCommand:
+    """vla_ros/EndEffectorCommand carrying everything the filter decided."""
+    msg = EndEffectorCommand()
+    msg.header.stamp = seconds_to_time(cmd.stamp)
+    msg.header.frame_id = frame_id
+    t, r = cmd.translation, cmd.rotation
+    msg.translation.x, msg.translation.y, msg.translation.z = float(t[0]), float(t[1]), float(t[2])
+    msg.rotation.x, msg.rotation.y, msg.rotation.z = float(r[0]), float(r[1]), float(r[2])
+    msg.gripper = float(cmd.gripper)
+    msg.hold = bool(cmd.hold)
+    msg.interventions = int(cmd.interventions)
+    msg.intervention_names = intervention_names(cmd.interventions)
+    if cmd.source_stamp is not None:
+        msg.source_stamp = seconds_to_time(cmd.source_stamp)
+    return msg
+
+
+def command_to_twist(cmd: Command, frame_id: str, tick_period_s: float) -> TwistStamped:
+    """TwistStamped for MoveIt Servo's delta_twist_cmds: velocity = this tick's delta / tick period."""
+    msg = TwistStamped()
+    msg.header.stamp = seconds_to_time(cmd.stamp)
+    msg.header.frame_id = frame_id
+    v = np.asarray(cmd.translation, dtype=np.float64) / tick_period_s
+    w = rotvec_from_quat(quat_from_rpy(*map(float, cmd.rotation))) / tick_period_s
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
+        v, w = np.zeros(3), np.zeros(3)  # cannot happen after the filter; never publish NaN
+    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = map(float, v)
+    msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = map(float, w)
+    return msg
+
+
+def command_to_pose_target(cmd: Command, pose: Pose, frame_id: str) -> PoseStamped:
+    """Absolute PoseStamped target: current pose moved by this tick's delta (rotation applied in frame_id)."""
+    msg = PoseStamped()
+    msg.header.stamp = seconds_to_time(cmd.stamp)
+    msg.header.frame_id = frame_id
+    position = np.asarray(pose.position, dtype=np.float64) + np.asarray(cmd.translation, np.float64)
+    q = quat_multiply(quat_from_rpy(*map(float, cmd.rotation)), np.asarray(pose.orientation, np.float64))
+    q = q / np.linalg.norm(q)
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, position)
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = \
+        map(float, q)
+    return msg

@@ -1,0 +1,546 @@
+"""vla_node: the managed (lifecycle) ROS 2 node that runs a VLA policy on a robot arm.
+
+Threads, so that nothing delays the control timer:
+- the caller's executor spins this node: camera/instruction/e-stop/pose callbacks (decoding
+  included), services, lifecycle transitions and the status timer;
+- the control timer lives on a small hidden helper node spun by its OWN SingleThreadedExecutor
+  in its own thread (created on activate): it only calls `ControlCore.tick` and publishes;
+- the policy runs in the InferenceWorker thread, never in a ROS callback.
+
+Lifecycle: configure reads the parameters, builds the policy and creates the ROS interfaces;
+activate starts the control timer (the node stays DISARMED until ~/arm); deactivate publishes a
+final HOLD and stops the timer; cleanup/shutdown release everything.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Bool, Float64, String
+from std_srvs.srv import SetBool, Trigger
+
+from vla_ros.config import NodeConfig
+from vla_ros.control.core import ControlCore
+from vla_ros.control.safety import Command
+from vla_ros.msg import EndEffectorCommand, VlaStatus
+from vla_ros.ros.conversions import (
+    command_to_end_effector,
+    command_to_pose_target,
+    command_to_twist,
+    decode_string_cdr,
+    pose_from_msg,
+    raw_camera_to_rgb,
+    seconds_to_time,
+)
+from vla_ros.ros.params import declare_config_parameters, read_config_parameters
+from vla_ros.ros.qos import camera_qos, reliable_qos
+from vla_ros.runtime.worker import InferenceWorker, ProcessInferenceWorker
+from vla_ros.types import ActionChunk, Instruction, Observation, Policy
+
+STATE_CODES = {"DISARMED": VlaStatus.DISARMED, "ARMED": VlaStatus.ARMED, "HOLDING": VlaStatus.HOLDING,
+               "ESTOPPED": VlaStatus.ESTOPPED, "FAULT": VlaStatus.FAULT}
+WARN_THROTTLE_S = 2.0
+
+
+class TickRecorder:
+    """Start times (time.perf_counter) of the last `capacity` control ticks, for benchmarks and tests."""
+
+    def __init__(self, capacity: int) -> None:
+        self.times = np.zeros(max(capacity, 1))
+        self.count = 0
+        self.capacity = capacity
+
+    def add(self, t: float) -> None:
+        if self.capacity:
+            self.times[self.count % self.capacity] = t
+        self.count += 1
+
+    def recent(self) -> np.ndarray:
+        """Recorded tick times in order (at most `capacity`)."""
+        n = min(self.count, self.capacity)
+        if self.count <= self.capacity:
+            return self.times[:n].copy()
+        i = self.count % self.capacity
+        return np.concatenate([self.times[i:], self.times[:i]])
+
+
+class VlaNode(LifecycleNode):
+    """The lifecycle node `vla_node`; see the module docstring for its threads and transitions."""
+
+    def __init__(self, policy: Policy | None = None, *, node_name: str = "vla_node",
+                 namespace: str | None = None, context: rclpy.context.Context | None = None,
+                 parameter_overrides: list[Parameter] | None = None, cli_args: list[str] | None = None,
+                 record_ticks: int = 0, inference_nice: int = 0, control_priority: int = 0,
+                 inference_process: bool = False, policy_factory: Callable[[], Policy] | None = None) -> None:
+        """Raises ConfigError for a bad parameter.
+
+        `policy`: a ready policy object, run in a worker thread (tests, embedding); otherwise the
+        policy comes from `policy_factory` (picklable) or vla_ros.runtime.factory.make_policy.
+        `inference_process`: run that policy in a child process (ProcessInferenceWorker) so that a
+        busy or hung policy never holds this process's GIL. `inference_nice` (> 0) lowers the
+        inference thread's / process's priority; `control_priority` (1-99) asks for SCHED_FIFO
+        scheduling of the control thread (needs CAP_SYS_NICE or an rtprio limit; falls back to
+        normal scheduling with a warning).
+        """
+        super().__init__(node_name, namespace=namespace, context=context,
+                         parameter_overrides=parameter_overrides, cli_args=cli_args)
+        try:
+            declare_config_parameters(self)
+            self.config: NodeConfig = read_config_parameters(self)
+        except Exception:
+            super().destroy_node()
+            raise
+        self._injected_policy = policy
+        self._policy_factory = policy_factory
+        self._inference_process = inference_process and policy is None
+        self._inference_nice = inference_nice
+        self._control_priority = control_priority
+        self.policy: Policy | None = None
+        self.core: ControlCore | None = None
+        self.worker: InferenceWorker | None = None
+        self.ticks = TickRecorder(record_ticks)
+        self.last_error = ""
+        self.rejected: dict[str, int] = {"image": 0, "instruction": 0, "pose": 0}
+        self.commands_published = 0
+        self.tick_errors = 0
+        self.skipped_no_pose = 0
+        self._active = False
+        self._instruction = Instruction("", 0.0)
+        self._latest_obs: Observation | None = None
+        self._backend = ""
+        self._entities: list[Callable[[], object]] = []  # destroyers of what configure created
+        self._control_node: Node | None = None
+        self._control_executor: SingleThreadedExecutor | None = None
+        self._control_thread: threading.Thread | None = None
+        self._status_prev: tuple[float, int, int] | None = None  # (monotonic, ticks, calls_ok)
+        self._lifecycle_lock = threading.Lock()
+
+    # ----- lifecycle -----------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read parameters, build the policy (here or in its process), create the ROS interfaces."""
+        try:
+            cfg = read_config_parameters(self)
+            core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s)
+            worker, policy = self._make_worker(cfg)
+        except Exception as exc:  # rclpy would swallow it: say why before failing the transition
+            self.last_error = f"configure failed: {exc}"
+            self.get_logger().error(self.last_error)
+            return TransitionCallbackReturn.FAILURE
+        self.config, self.policy, self.core, self.worker = cfg, policy, core, worker
+        self._create_interfaces(cfg)
+        where = "process" if self._inference_process else "thread"
+        self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
+                               f"control {cfg.control.control_rate_hz} Hz, "
+                               f"output {cfg.topics.output_mode} on {self._command_pub.topic_name}")
+        return super().on_configure(state)
+
+    def _make_worker(self, cfg: NodeConfig) -> tuple[InferenceWorker, Policy | None]:
+        """The started inference worker and, in thread mode, the policy object."""
+        if self._inference_process:
+            factory = self._policy_factory or functools.partial(_factory_policy, cfg.policy)
+            worker = ProcessInferenceWorker(factory, self._on_chunk, self._on_fault,
+                                            cfg.policy.max_inference_s, nice=self._inference_nice)
+            worker.start()  # builds the policy in the child; raises with the reason
+            self._backend = worker.description
+            return worker, None
+        if self._injected_policy is not None:
+            policy = self._injected_policy
+        elif self._policy_factory is not None:
+            policy = self._policy_factory()
+        else:
+            policy = self._make_policy(cfg)
+        self._backend = _describe(policy)
+        worker = InferenceWorker(policy, self._on_chunk, self._on_fault, cfg.policy.max_inference_s,
+                                 nice=self._inference_nice)
+        worker.start()
+        return worker, policy
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable publishing and start the control timer; the node stays DISARMED until ~/arm."""
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        self._start_control_loop()
+        self._active = True
+        self.get_logger().info("active (DISARMED: call ~/arm to arm)")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Disarm, publish one final HOLD, stop the control timer."""
+        self._halt()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the policy and every ROS interface created by configure."""
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Halt if active, then release everything."""
+        if self._active:
+            self._halt()
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: halt, release and go back to unconfigured."""
+        self.get_logger().error(f"lifecycle error in state {state.label}; releasing everything")
+        if self._active:
+            self._halt()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Stop the control thread and the worker before destroying the node."""
+        self._stop_control_loop()
+        if self.worker is not None:
+            self.worker.stop(1.0)
+        super().destroy_node()
+
+    def _make_policy(self, cfg: NodeConfig) -> Policy:
+        from vla_ros.runtime.factory import make_policy  # heavy imports only when configuring
+
+        return make_policy(cfg.policy)
+
+    def _create_interfaces(self, cfg: NodeConfig) -> None:
+        topics, rel = cfg.topics, reliable_qos()
+        compressed = topics.camera_transport == "compressed"
+        cam_type = CompressedImage if compressed else Image
+        out_type = {"end_effector": EndEffectorCommand, "twist": TwistStamped,
+                    "pose": PoseStamped}[topics.output_mode]
+        self._command_pub = self.create_lifecycle_publisher(out_type, topics.command, rel)
+        self._gripper_pub = None
+        if topics.output_mode != "end_effector":  # Twist / Pose carry no gripper
+            self._gripper_pub = self.create_lifecycle_publisher(Float64, topics.command + "/gripper", rel)
+        self._status_pub = self.create_publisher(VlaStatus, "~/status", rel)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
+        # Camera and instruction arrive as raw bytes: size limits and strict UTF-8 come before parsing.
+        subs = [self.create_subscription(cam_type, topics.camera, self._on_camera,
+                                         camera_qos(topics.camera_reliability), raw=True),
+                self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True),
+                self.create_subscription(Bool, topics.estop, self._on_estop, rel)]
+        if topics.pose:
+            subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
+        services = [self.create_service(SetBool, "~/arm", self._on_arm),
+                    self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)]
+        status_timer = self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)
+        pubs = [p for p in (self._command_pub, self._gripper_pub) if p is not None]
+        self._entities = ([lambda p=p: self.destroy_lifecycle_publisher(p) for p in pubs]
+                          + [lambda p=p: self.destroy_publisher(p)
+                             for p in (self._status_pub, self._diag_pub)]
+                          + [lambda s=s: self.destroy_subscription(s) for s in subs]
+                          + [lambda s=s: self.destroy_service(s) for s in services]
+                          + [lambda: self.destroy_timer(status_timer)])
+
+    def _halt(self) -> None:
+        self._active = False
+        if self.worker is not None:
+            self.worker.clear()
+        self._stop_control_loop()
+        if self.core is not None:
+            self.core.set_armed(False)
+            try:
+                self._publish(self.core.tick(self._now()))  # a final explicit HOLD
+            except Exception as exc:
+                self.get_logger().error(f"final HOLD not published: {exc}")
+        self.get_logger().info("deactivated: DISARMED, control timer stopped")
+
+    def _release(self) -> None:
+        self._stop_control_loop()
+        if self.worker is not None and not self.worker.stop(2.0):
+            self.get_logger().warning("the policy call still running was abandoned (it is hung)")
+        for destroy in self._entities:
+            destroy()
+        self._entities = []
+        self.worker, self.policy, self.core, self._latest_obs = None, None, None, None
+        self._instruction = Instruction("", 0.0)
+
+    # ----- the control loop (its own node, executor and thread) ----------------------------------
+    def _start_control_loop(self) -> None:
+        self._stop_control_loop()
+        node = rclpy.create_node(f"_{self.get_name()}_control", namespace=self.get_namespace(),
+                                 context=self.context, use_global_arguments=False,
+                                 start_parameter_services=False, enable_rosout=False)
+        # The main node's clock drives the timer, so use_sim_time (/clock) applies to it too.
+        node.create_timer(1.0 / self.config.control.control_rate_hz, self._on_tick, clock=self.get_clock())
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(target=self._control_thread_main, args=(executor,), name="vla-control",
+                                  daemon=True)
+        self._control_node, self._control_executor, self._control_thread = node, executor, thread
+        thread.start()
+
+    def _control_thread_main(self, executor: SingleThreadedExecutor) -> None:
+        if self._control_priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._control_priority))
+            except (OSError, AttributeError) as exc:
+                self.get_logger().warning(f"control thread keeps normal scheduling (SCHED_FIFO "
+                                          f"{self._control_priority} refused: {exc})")
+        _spin_quietly(executor)
+
+    def _stop_control_loop(self) -> None:
+        with self._lifecycle_lock:
+            executor, thread, node = self._control_executor, self._control_thread, self._control_node
+            self._control_executor = self._control_thread = self._control_node = None
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if thread is not None:
+            thread.join(2.0)
+        if node is not None:
+            node.destroy_node()
+
+    def _on_tick(self) -> None:
+        self.ticks.add(time.perf_counter())
+        core = self.core
+        if core is None:
+            return
+        try:
+            self._publish(core.tick(self._now()))
+        except Exception as exc:  # a bug must not stop the loop; nothing unfiltered is published
+            self.tick_errors += 1
+            self.last_error = f"control tick failed: {exc!r}"
+            self.get_logger().error(self.last_error, throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _publish(self, cmd: Command) -> None:
+        mode, frame = self.config.topics.output_mode, self.config.control.frame_id
+        if mode == "end_effector":
+            msg = command_to_end_effector(cmd, frame)
+        elif mode == "twist":
+            msg = command_to_twist(cmd, frame, self.config_tick_period_s)
+        else:
+            pose = self.core.pose if self.core is not None else None
+            if pose is None or cmd.stamp - pose.stamp > self.config.safety.max_pose_age_s:
+                # An absolute target from an old pose could send the arm back: publish nothing.
+                self.skipped_no_pose += 1
+                self.get_logger().warning("output_mode 'pose' but no fresh end-effector pose on "
+                                          f"'{self.config.topics.pose}': nothing published",
+                                          throttle_duration_sec=WARN_THROTTLE_S)
+                return
+            msg = command_to_pose_target(cmd, pose, frame)
+        self._command_pub.publish(msg)
+        if self._gripper_pub is not None:
+            self._gripper_pub.publish(Float64(data=float(cmd.gripper)))
+        self.commands_published += 1
+
+    @property
+    def config_tick_period_s(self) -> float:
+        """The nominal control period [s]."""
+        return 1.0 / self.config.control.control_rate_hz
+
+    # ----- inputs --------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _reject(self, kind: str, exc: Exception) -> None:
+        self.rejected[kind] += 1
+        self.last_error = f"rejected {kind}: {exc}"
+        self.get_logger().warning(self.last_error, throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _on_camera(self, raw: bytes) -> None:
+        now = self._now()
+        try:
+            rgb = raw_camera_to_rgb(raw, self.config.topics.camera_transport == "compressed")
+        except ValueError as exc:
+            self._reject("image", exc)
+            return
+        core = self.core
+        if core is None:
+            return
+        core.on_image(now)
+        obs = Observation(rgb=rgb, stamp=now, pose=core.pose)
+        self._latest_obs = obs
+        self._maybe_infer(obs)
+
+    def _maybe_infer(self, obs: Observation) -> None:
+        instruction = self._instruction
+        if self._active and instruction.text and self.worker is not None:
+            self.worker.submit(obs, instruction)
+
+    def _on_instruction(self, raw: bytes) -> None:
+        now = self._now()
+        try:
+            text = decode_string_cdr(raw)
+        except ValueError as exc:
+            self._reject("instruction", exc)
+            return
+        core = self.core
+        if core is None or not core.on_instruction(text, now):
+            return
+        self._instruction = Instruction(text, now)
+        self.get_logger().info(f"instruction: {text[:200]!r}" if text else "instruction cleared: HOLD")
+        if not text:
+            if self.worker is not None:
+                self.worker.clear()
+        elif self._latest_obs is not None:
+            self._maybe_infer(self._latest_obs)  # the new instruction reaches the very next call
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and self.core is not None:
+            if not self.core.estopped:
+                self.get_logger().error("E-STOP latched: HOLD until ~/reset_estop")
+            self.core.estop()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        try:
+            pose = pose_from_msg(msg, self._now())
+        except ValueError as exc:
+            self._reject("pose", exc)
+            return
+        if self.core is not None and not self.core.on_pose(pose):
+            self._reject("pose", ValueError(self.core.last_error))
+
+    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        core = self.core
+        if core is None or not self._active:
+            response.success, response.message = False, "node is not active: configure and activate it first"
+        elif request.data and core.estopped:
+            response.success, response.message = False, "e-stop latched: call ~/reset_estop first"
+        else:
+            core.set_armed(bool(request.data))
+            response.success = True
+            response.message = "armed" if request.data else "disarmed (HOLD)"
+            self.get_logger().warning(f"{response.message} by service call")
+        return response
+
+    def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        core = self.core
+        if core is None:
+            response.success, response.message = False, "node is not configured"
+            return response
+        core.set_armed(False)  # never resume motion straight out of an e-stop
+        core.reset_estop()
+        response.success, response.message = True, "e-stop released; DISARMED: call ~/arm to resume"
+        self.get_logger().warning(response.message)
+        return response
+
+    def _on_chunk(self, chunk: ActionChunk) -> None:  # worker thread
+        core = self.core
+        if core is not None:
+            core.on_chunk(chunk, self._now())
+
+    def _on_fault(self, reason: str | None) -> None:  # worker thread
+        core = self.core
+        if core is None:
+            return
+        core.set_fault(reason)
+        if reason is None:
+            self.get_logger().info("policy recovered: FAULT cleared")
+        else:
+            self.last_error = reason
+            self.get_logger().error(f"policy FAULT: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    # ----- status --------------------------------------------------------------------------------
+    def status(self) -> VlaStatus:
+        """The current VlaStatus (built from counters; also used by tests)."""
+        core, worker = self.core, self.worker
+        now, mono = self._now(), time.monotonic()
+        msg = VlaStatus()
+        msg.header.stamp = seconds_to_time(now)
+        msg.header.frame_id = self.config.control.frame_id
+        if core is None or worker is None:
+            msg.state, msg.state_name, msg.last_error = VlaStatus.DISARMED, "UNCONFIGURED", self.last_error
+            return msg
+        state = core.state
+        msg.state, msg.state_name = STATE_CODES[state], state
+        msg.instruction = core.instruction
+        msg.backend = self._backend
+        msg.inference_latency_s = float(worker.stats.last_latency_s)
+        ticks, calls = self.ticks.count, worker.stats.calls_ok
+        if self._status_prev is not None and mono > self._status_prev[0]:
+            dt = mono - self._status_prev[0]
+            msg.control_rate_hz = (ticks - self._status_prev[1]) / dt
+            msg.model_rate_hz = (calls - self._status_prev[2]) / dt
+        self._status_prev = (mono, ticks, calls)
+        msg.image_age_s = _age(now, core.image_stamp)
+        msg.instruction_age_s = _age(now, core.instruction_stamp)
+        msg.action_age_s = _age(now, core.last_chunk_stamp)
+        counters = core.counters
+        msg.commands_published = self.commands_published
+        msg.safety_interventions = counters.get("interventions", 0)
+        msg.rejected_inputs = sum(self.rejected.values())
+        msg.policy_errors = worker.stats.errors
+        msg.last_error = core.fault or self.last_error or worker.stats.last_error
+        return msg
+
+    def _on_status(self) -> None:
+        try:
+            status = self.status()
+            self._status_pub.publish(status)
+            self._diag_pub.publish(self._diagnostics(status))
+        except Exception as exc:
+            self.get_logger().error(f"status not published: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _diagnostics(self, s: VlaStatus) -> DiagnosticArray:
+        cfg, core = self.config, self.core
+        name = self.get_fully_qualified_name()
+        target = cfg.control.control_rate_hz
+        arr = DiagnosticArray()
+        arr.header.stamp = s.header.stamp
+
+        def status(title: str, level: int, message: str, values: dict) -> None:
+            arr.status.append(DiagnosticStatus(
+                level=level, name=f"{name}: {title}", message=message, hardware_id=name,
+                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+
+        ok, warn, error = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+        rate_ok = s.control_rate_hz >= 0.9 * target or not self._active
+        status("control loop", ok if rate_ok else warn,
+               f"{s.control_rate_hz:.1f} Hz of {target:g} Hz" if self._active else "inactive",
+               {"target_rate_hz": target, "achieved_rate_hz": round(s.control_rate_hz, 2),
+                "commands_published": s.commands_published, "tick_errors": self.tick_errors,
+                "skipped_no_pose": self.skipped_no_pose, "output_mode": cfg.topics.output_mode})
+        stats = self.worker.stats if self.worker is not None else None
+        status("policy", error if s.state == VlaStatus.FAULT else ok,
+               "FAULT: " + s.last_error if s.state == VlaStatus.FAULT else "ok",
+               {"backend": s.backend, "inference_latency_s": round(s.inference_latency_s, 4),
+                "model_rate_hz": round(s.model_rate_hz, 2), "policy_errors": s.policy_errors,
+                "timeouts": stats.timeouts if stats else 0,
+                "dropped_observations": stats.dropped if stats else 0})
+        image_stale = s.image_age_s < 0 or s.image_age_s > cfg.safety.max_image_age_s
+        status("inputs", warn if image_stale and self._active else ok,
+               "no fresh camera image" if image_stale else "ok",
+               {"image_age_s": round(s.image_age_s, 3), "instruction_age_s": round(s.instruction_age_s, 3),
+                "action_age_s": round(s.action_age_s, 3), "instruction": s.instruction[:200],
+                **{f"rejected_{k}": v for k, v in self.rejected.items()}})
+        level = {VlaStatus.FAULT: error, VlaStatus.ESTOPPED: warn}.get(s.state, ok)
+        counters = core.counters if core is not None else {}
+        status("safety", level, s.state_name,
+               {"state": s.state_name, "safety_interventions": s.safety_interventions, **counters})
+        return arr
+
+
+def _factory_policy(cfg) -> Policy:  # noqa: ANN001 - PolicyConfig; module level so it pickles
+    from vla_ros.runtime.factory import make_policy
+
+    return make_policy(cfg)
+
+
+def _describe(policy: Policy) -> str:
+    try:
+        return str(policy.describe())
+    except Exception as exc:
+        return f"{type(policy).__name__} (describe failed: {exc})"
+
+
+def _age(now: float, stamp: float | None) -> float:
+    return -1.0 if stamp is None else max(0.0, now - stamp)
+
+
+def _spin_quietly(executor: SingleThreadedExecutor) -> None:
+    """Spin until the executor or its context shuts down."""
+    try:
+        executor.spin()
+    except (rclpy.executors.ExternalShutdownException, rclpy.executors.ShutdownException):
+        pass
