@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from vla_ros.bag.io import COMPRESSED_IMAGE, IMAGE, NS_PER_S, stamp_ns
+from vla_ros.bag.io import COMPRESSED_IMAGE, IMAGE, stamp_ns
 from vla_ros.images import RAW_ENCODINGS, ImageError, decode_compressed, decode_raw
-from vla_ros.types import Pose
 
-__all__ = ["ImageError", "image_rgb", "image_stamp_ns", "pose_from_msg", "check_image_format"]
+__all__ = ["ImageError", "image_rgb", "image_stamp_ns", "check_image_format"]
 
 
 def image_rgb(msg: Any, msgtype: str) -> np.ndarray:
@@ -45,9 +44,3 @@ def image_stamp_ns(msg: Any, log_ns: int, source: str) -> int:
     return int(log_ns)
 
 
-def pose_from_msg(msg: Any, log_ns: int, source: str) -> Pose:
-    """vla_ros Pose of a geometry_msgs/PoseStamped, stamped like images (seconds)."""
-    p, q = msg.pose.position, msg.pose.orientation
-    return Pose(position=np.array([p.x, p.y, p.z], np.float64),
-                orientation=np.array([q.x, q.y, q.z, q.w], np.float64),
-                stamp=image_stamp_ns(msg, log_ns, source) / NS_PER_S)

@@ -9,11 +9,11 @@ bag time are handled in a fixed order: input messages, a finishing inference, a 
 (with zero latency it finishes at once), the control tick, the status. Nothing reads the wall clock
 except the `measured` latency model, so the same inputs give byte-identical outputs.
 
-Work: the simulated worker is scheduled from the latency model alone, and a call is only run when its
-result can matter. A call whose chunk another call replaces before any tick, status or non-image input
-(with a 30 Hz camera, 10 Hz ticks and zero latency: two calls in three) is skipped: the commands are
-the same bytes, the model runs once per tick at most (--run-superseded runs every call). Replay wall
-time is therefore about (policy runs) x (model time) plus a few ms per message.
+Work: the simulated worker is scheduled from the latency model alone. Every call runs, as in the node.
+--skip-superseded runs only calls whose chunk is still in force at the next tick (with a 30 Hz camera,
+10 Hz ticks and zero latency: one call in three): faster, exact when calls take longer than a tick,
+otherwise it misses the motion a replaced chunk makes between its arrival and its replacement.
+Replay wall time is about (policy runs) x (model time) plus a few ms per message.
 
 Outputs in DIR (written under a temporary name, renamed when complete): replay/ (mcap bag: the input
 topics, the commands as vla_ros/EndEffectorCommand and VlaStatus), commands.csv, inferences.csv,
@@ -63,6 +63,7 @@ from vla_ros.bag.io import (
 from vla_ros.config import NodeConfig, load_config
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command, intervention_names
+from vla_ros.inputs import decode_string_cdr, pose_from_fields
 from vla_ros.schema import ConfigError
 from vla_ros.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
 
@@ -188,7 +189,7 @@ class ReplayOptions:
     compare: CompareSpec | None = None
     # Do not run policy calls whose chunk is replaced before any tick uses it: identical commands,
     # fewer model runs (their failures then go uncounted). Off for the measured latency model.
-    skip_superseded: bool = True
+    skip_superseded: bool = False
 
 
 @dataclass
@@ -283,28 +284,13 @@ def run_policy(policy: Policy, observation: Observation, instruction: Instructio
 
 def _instruction_text(raw: bytes) -> str:
     """The instruction of a serialized std_msgs/String, decoded and checked exactly as the node does."""
-    try:
-        from vla_ros.ros.conversions import decode_string_cdr
-    except ImportError:  # no rclpy on this machine: same rules (strict UTF-8, no control characters)
-        text = str(deserialize(raw, STRING).data)
-        if len(text.encode("utf-8")) > 4096 or "\ufffd" in text:
-            raise ValueError("instruction is too long (limit 4096 bytes) or not valid UTF-8") from None
-        bad = [c for c in text if (ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0]
-        if bad:
-            raise ValueError(f"instruction contains control character U+{ord(bad[0]):04X}") from None
-        return text.strip()
     return decode_string_cdr(raw)
 
 
 def _pose(msg: Any, log_ns: int) -> Any:
     """The node's pose conversion (unit quaternion check), stamped with the receipt (log) time."""
-    try:
-        from vla_ros.ros.conversions import pose_from_msg
-    except ImportError:
-        from vla_ros.bag.convert import pose_from_msg as bag_pose
-
-        return bag_pose(msg, log_ns, "receive")
-    return pose_from_msg(msg, log_ns / NS_PER_S)
+    p, q = msg.pose.position, msg.pose.orientation
+    return pose_from_fields((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), log_ns / NS_PER_S)
 
 
 class Replayer:
@@ -843,9 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-unmatched", type=float, default=None,
                     help="allowed fraction of ticks without a reference (default 0 for replay outputs, "
                     "1 for topics)")
-    ap.add_argument("--run-superseded", action="store_true",
-                    help="run every simulated policy call, also those whose chunk is replaced before any "
-                    "control tick uses it (same commands, slower; counts their failures)")
+    ap.add_argument("--skip-superseded", action="store_true",
+                    help="skip simulated policy calls whose chunk is replaced before the next control tick "
+                    "(faster; exact only when calls take longer than a tick)")
     ap.add_argument("--strict", action="store_true", help="abort on the first rejected input message")
     ap.add_argument("--no-plot", action="store_true", help="skip plot.png")
     ap.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -879,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             status_topic=args.status_topic, instruction=args.instruction,
             progress=sys.stderr.isatty() if args.progress is None else args.progress, strict=args.strict,
             plot=not args.no_plot, overwrite=args.force, compare=spec,
-            skip_superseded=not args.run_superseded)
+            skip_superseded=args.skip_superseded)
         if Path(args.out).exists() and not args.force:
             raise BagError(f"output {args.out!r} exists already; use --force to replace it")
         policy = make_replay_policy(args.policy, config)
