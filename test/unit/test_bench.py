@@ -1,0 +1,71 @@
+"""`vla-ros bench`: rows side by side, per-stage statistics, JSON; our path agrees with generate()."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vla_ros.model.tiny import cached_tiny_checkpoint
+from vla_ros.runtime import bench
+from vla_ros.runtime.bench import BenchOptions, format_table, run_bench, synthetic_image
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("family", ["openvla", "minivla"])
+def test_torch_and_generate_rows_agree(family):
+    opts = BenchOptions(checkpoint=str(cached_tiny_checkpoint(family=family)))
+    result = run_bench(opts, ["torch", "torch-generate"], runs=2, warmup=1, rgb=synthetic_image(),
+                       text="pick up the red block", log=lambda s: None)
+    rows = result["backends"]
+    assert list(rows) == ["torch", "torch-generate"]
+    for row in rows.values():
+        assert set(row["stages"]) == {"preprocess", "vision", "prefill", "decode", "detokenize"}
+        assert list(row["decode_steps"]) == [f"decode_step_{i}" for i in range(1, 7)]
+        assert row["end_to_end"]["median_ms"] > 0 and row["actions_per_s"] > 0
+        assert row["end_to_end"]["p90_ms"] >= row["end_to_end"]["median_ms"]
+        assert row["peak_rss_mb"] > 0 and row["tokens_stable"]
+    # transformers generate() on the same spliced embeddings picks the same greedy action tokens
+    assert rows["torch-generate"]["tokens"] == rows["torch"]["tokens"]
+    assert np.allclose(rows["torch-generate"]["action"], rows["torch"]["action"])
+    assert rows["torch-generate"]["tokens_match_first"]
+    assert result["speedup_vs_torch_generate"]["torch-generate"] == pytest.approx(1.0)
+    table = format_table(result)
+    assert "decode_step_6" in table and "speed-up vs generate" in table and "NO" not in table
+
+
+def test_main_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--checkpoint", str(cached_tiny_checkpoint()), "--backends", "torch", "--runs", "2",
+                     "--warmup", "0", "--json", str(out), "--resize", "pil"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["runs"] == 2 and data["resize"] == "pil" and "torch" in data["backends"]
+    assert "end to end" in capsys.readouterr().out
+
+
+def test_unknown_row_is_a_clear_error(capsys):
+    rc = bench.main(["--checkpoint", str(cached_tiny_checkpoint()), "--backends", "nosuch", "--runs", "1",
+                     "--json", "/dev/null"])
+    assert rc == 1
+    assert "unknown backend 'nosuch'" in capsys.readouterr().err
+
+
+def test_register_row():
+    class Fixed(bench.Runner):
+        def run(self, rgb, text):
+            return bench.RunResult(tokens=[1], stages={"preprocess": 0.001}, steps=[], total=0.002)
+
+        def describe(self):
+            return "fixed"
+
+    bench.register_row("fixed-test-row", lambda opts: Fixed())
+    try:
+        result = run_bench(BenchOptions(), ["fixed-test-row"], runs=3, warmup=0, rgb=synthetic_image(64, 64),
+                           text="x", log=lambda s: None)
+    finally:
+        bench.ROWS.pop("fixed-test-row")
+    row = result["backends"]["fixed-test-row"]
+    assert row["end_to_end"]["median_ms"] == pytest.approx(2.0)
+    assert row["stages"]["preprocess"]["median_ms"] == pytest.approx(1.0)

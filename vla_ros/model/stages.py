@@ -1,0 +1,78 @@
+"""The three inference stages (plus the token embedding) as plain nn.Modules with flat tensor I/O.
+
+These are what the torch backend runs and what the ONNX export (issue 4) traces:
+
+| stage   | inputs                                         | outputs                                       |
+|---------|------------------------------------------------|-----------------------------------------------|
+| vision  | pixel_values f32 [B, 3*n_towers, H, W]         | patch_embeds [B, P, D]                        |
+| embed   | token_ids i64 [B, S]                           | embeds [B, S, D]                              |
+| prefill | inputs_embeds [B, S, D]                        | logits f32 [B, V], present_k_i, present_v_i   |
+| decode  | token_ids i64 [B, 1], past_k_i, past_v_i (T)   | logits f32 [B, V], present_k_i, _v_i (T + 1)  |
+
+K/V tensors are [B, n_kv_heads, T, head_dim] in the model dtype, interleaved per layer
+(k_0, v_0, k_1, v_1, ...); `kv_names` gives their names. The decode step's position is the past
+length (past_k_0.shape[2]); the cache grows by concatenation. No HF cache objects anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vla_ros.model.llm import LmCore
+from vla_ros.model.vla import VlaModel
+
+
+def kv_names(num_layers: int, prefix: str) -> list[str]:
+    """["{prefix}_k_0", "{prefix}_v_0", ...] in the order the stages take and return them."""
+    names = []
+    for i in range(num_layers):
+        names += [f"{prefix}_k_{i}", f"{prefix}_v_{i}"]
+    return names
+
+
+class VisionStage(nn.Module):
+    """Both towers' pixels -> projected patch embeddings."""
+
+    def __init__(self, model: VlaModel) -> None:
+        super().__init__()
+        self.vision_backbone = model.vision_backbone
+        self.projector = model.projector
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.vision_backbone(pixel_values))
+
+
+class EmbedStage(nn.Module):
+    """Token ids -> input embeddings (BOS and prompt ids for the prefill)."""
+
+    def __init__(self, core: LmCore) -> None:
+        super().__init__()
+        self.embed_tokens = core.lm.model.embed_tokens
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(token_ids)
+
+
+class PrefillStage(nn.Module):
+    """Input embeddings [BOS, patches, prompt] -> last-position logits + every layer's K/V."""
+
+    def __init__(self, core: LmCore) -> None:
+        super().__init__()
+        self.core = core
+
+    def forward(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, present = self.core.prefill(inputs_embeds)
+        return (logits, *present)
+
+
+class DecodeStage(nn.Module):
+    """One token id + past K/V -> logits + K/V one position longer."""
+
+    def __init__(self, core: LmCore) -> None:
+        super().__init__()
+        self.core = core
+
+    def forward(self, token_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, present = self.core.decode(token_ids, list(past))
+        return (logits, *present)

@@ -1,0 +1,465 @@
+"""`vla-ros bench`: per-stage latency of the backends side by side, on one checkpoint, in one process.
+
+    vla-ros bench --checkpoint DIR --backends torch,torch-generate --runs 30 --warmup 3 --json out/bench.json
+
+Each row runs the full predict (preprocess, vision, prefill, decode steps, detokenize) N times after W
+warm-up calls on the same image and instruction; the table gives median / p90 per stage (ms), per
+decode step, end to end (wall clock, and the calling thread's CPU time, which leaves out the time the
+process waited for a busy CPU), actions/s, load time and the process's peak RSS after each row's load (rows
+share the process, so the increase from row to row is what a row adds). Runs are interleaved
+round-robin across rows so that the machine's load changes hit every row alike. Rows:
+
+- any backend name `make_policy` knows ("torch"; "onnxruntime", "tensorrt" once they exist): VlaPolicy;
+- "torch-generate": the reference path, transformers `generate()` (greedy, 7 tokens, KV cache) on the
+  same spliced embeddings, with the same action-id restriction, preprocessing and detokenization.
+Extra rows register with `register_row(name, factory)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.types import Instruction, Observation
+
+
+@dataclass
+class BenchOptions:
+    """What every row is built from."""
+
+    checkpoint: str = ""
+    device: str = "cpu"
+    dtype: str = "fp32"
+    engine_dir: str = ""
+    unnorm_key: str = ""
+    resize: str = "auto"  # image resize method (vla_ros.model.preprocess.RESIZE_METHODS)
+
+
+@dataclass
+class RunResult:
+    """One predict: action ids, per-stage seconds, per-decode-step seconds, end-to-end seconds."""
+
+    tokens: list[int]
+    stages: dict[str, float]
+    steps: list[float]
+    total: float
+    actions: list[float] = field(default_factory=list)
+    cpu_total: float = 0.0  # CPU seconds of the calling thread: the work, without time preempted
+
+
+class Runner:
+    """A bench row: `run(rgb, text)` -> RunResult; `describe()` for the table header."""
+
+    def run(self, rgb: np.ndarray, text: str) -> RunResult:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class PolicyRunner(Runner):
+    """Any VlaPolicy (torch, and the ONNX Runtime / TensorRT backends of the same protocol)."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def run(self, rgb: np.ndarray, text: str) -> RunResult:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        chunk = self.policy.predict(Observation(rgb=rgb, stamp=0.0), Instruction(text=text, stamp=0.0))
+        total, cpu = time.perf_counter() - t0, time.thread_time() - c0
+        return RunResult(tokens=[int(t) for t in self.policy.last_tokens], stages=dict(chunk.timings),
+                         steps=list(self.policy.last_step_times), total=total,
+                         actions=chunk.actions[0].tolist(), cpu_total=cpu)
+
+    def describe(self) -> str:
+        return self.policy.describe()
+
+
+class GenerateRunner(Runner):
+    """The reference: transformers `generate()` on [BOS, patches, prompt] embeddings, greedy, 7 tokens.
+
+    Same preprocessing, vision modules, action-id restriction and detokenization as the policy; the
+    LLM runs through transformers' own generation loop, KV cache and model forward.
+    """
+
+    def __init__(self, opts: BenchOptions) -> None:
+        import torch
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        from vla_ros.model.loader import load_vla
+        from vla_ros.model.normalization import action_stats
+        from vla_ros.model.preprocess import ImagePreprocessor
+        from vla_ros.runtime.factory import resolve_checkpoint
+
+        self.torch = torch
+        loaded = load_vla(resolve_checkpoint(opts.checkpoint), dtype=opts.dtype, device=opts.device,
+                          resize=opts.resize)
+        self.loaded = loaded
+        self.model = loaded.model
+        self.preprocessor = ImagePreprocessor(loaded.preprocess)
+        self.stats = action_stats(loaded.norm_stats, opts.unnorm_key or None)
+        self.n_actions = self.stats.dim
+        act = loaded.action_tokenizer
+        stamps: list[float] = []
+        self.stamps = stamps
+
+        class RestrictToActions(LogitsProcessor):
+            """Only action ids may win (as in the policy); records when each step's logits are ready."""
+
+            def __call__(self, input_ids, scores):
+                stamps.append(time.perf_counter())
+                masked = torch.full_like(scores, float("-inf"))
+                masked[:, act.first_id:act.vocab_end] = scores[:, act.first_id:act.vocab_end]
+                return masked
+
+        self.processors = LogitsProcessorList([RestrictToActions()])
+        param = next(self.model.parameters())
+        self.dtype, self.device = param.dtype, param.device
+
+    def describe(self) -> str:
+        return f"transformers generate() {self.device.type} {str(self.dtype).replace('torch.', '')}"
+
+    def run(self, rgb: np.ndarray, text: str) -> RunResult:
+        from vla_ros.model.normalization import unnormalize
+
+        torch = self.torch
+        n = self.n_actions
+        c0, t0 = time.thread_time(), time.perf_counter()
+        pixels = self.preprocessor(rgb)
+        ids = torch.tensor([self.loaded.family.prompt_ids(self.loaded.tokenizer, text)], device=self.device)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            patches = self.model.patch_embeddings(torch.from_numpy(pixels).to(self.device, self.dtype))
+            t2 = time.perf_counter()
+            embeds = self.model.splice(self.model.language_model.get_input_embeddings()(ids), patches)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+            self.stamps.clear()
+            out = self.model.language_model.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, num_beams=1, logits_processor=self.processors, use_cache=True,
+                pad_token_id=self.loaded.config.pad_token_id)
+        t4 = time.perf_counter()
+        tokens = out[0, -n:].cpu().numpy()
+        actions = unnormalize(self.loaded.action_tokenizer.decode(tokens), self.stats)
+        t5, c5 = time.perf_counter(), time.thread_time()
+        stamps = [t2, *self.stamps]
+        steps = [b - a for a, b in zip(stamps[1:-1], stamps[2:])]
+        stages = {"preprocess": t1 - t0, "vision": t2 - t1, "prefill": stamps[1] - t2,
+                  "decode": t4 - stamps[1], "detokenize": t5 - t4}
+        return RunResult(tokens=[int(t) for t in tokens], stages=stages, steps=steps, total=t5 - t0,
+                         actions=actions.tolist(), cpu_total=c5 - c0)
+
+
+RowFactory = Callable[[BenchOptions], Runner]
+
+
+class RowUnavailableError(RuntimeError):
+    """A row that cannot run on this machine (tensorrt without a GPU); the table says why."""
+
+
+def _exported_row(module: str) -> RowFactory:
+    """A row whose module has `bench_row(opts) -> Runner` (imported only when the row is asked for)."""
+    return lambda opts: importlib.import_module(module).bench_row(opts)
+
+
+ROWS: dict[str, RowFactory] = {"torch-generate": GenerateRunner,
+                               "onnxruntime": _exported_row("vla_ros.runtime.ort_backend"),
+                               "tensorrt": _exported_row("vla_ros.runtime.trt_backend")}
+
+
+def register_row(name: str, factory: RowFactory) -> None:
+    """Add a bench row that is not a plain `make_policy` backend."""
+    ROWS[name] = factory
+
+
+def make_runner(name: str, opts: BenchOptions) -> Runner:
+    """The row `name`: a registered factory, else VlaPolicy from make_policy(backend=name)."""
+    if name in ROWS:
+        return ROWS[name](opts)
+    from vla_ros.config import PolicyConfig
+    from vla_ros.runtime.factory import make_policy
+
+    cfg = PolicyConfig(checkpoint=opts.checkpoint, backend=name, device=opts.device, dtype=opts.dtype,
+                       engine_dir=opts.engine_dir, unnorm_key=opts.unnorm_key)
+    policy = make_policy(cfg)
+    preprocessor = getattr(policy, "preprocessor", None)
+    if preprocessor is not None and opts.resize != preprocessor.cfg.resize:
+        from vla_ros.model.preprocess import ImagePreprocessor
+
+        policy.preprocessor = ImagePreprocessor(replace(preprocessor.cfg, resize=opts.resize))
+    return PolicyRunner(policy)
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Median and p90 in milliseconds."""
+    a = np.asarray(values, dtype=np.float64) * 1e3
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90))}
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    current = peak
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                current = float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return current, peak
+
+
+def row_stats(runner: Runner, results: list[RunResult]) -> dict:
+    """Per-stage and per-step statistics of one row's runs."""
+    stages = {k: summarize([r.stages[k] for r in results]) for k in results[0].stages}
+    n_steps = min(len(r.steps) for r in results)
+    steps = {f"decode_step_{i + 1}": summarize([r.steps[i] for r in results]) for i in range(n_steps)}
+    total = summarize([r.total for r in results])
+    cpu = summarize([r.cpu_total for r in results])
+    return {"describe": runner.describe(), "stages": stages, "decode_steps": steps, "end_to_end": total,
+            "end_to_end_thread_cpu": cpu,
+            "actions_per_s": 1e3 / total["median_ms"], "tokens": results[0].tokens,
+            "action": results[0].actions,
+            "tokens_stable": all(r.tokens == results[0].tokens for r in results)}
+
+
+def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
+    """A camera-sized RGB test image: smooth gradients plus a few blocks (deterministic)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
+                    (x + y) * 255 // max(width + height - 2, 1)], axis=2).astype(np.uint8)
+    for _ in range(4):
+        r, c = rng.integers(0, height - 40), rng.integers(0, width - 40)
+        img[r:r + 40, c:c + 40] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return img
+
+
+def format_table(result: dict) -> str:
+    """Stages as rows, backends as columns: "median / p90" in ms."""
+    names = list(result["backends"])
+    rows: list[tuple[str, list[str]]] = []
+    stage_names: list[str] = []
+    for name in names:
+        for key in list(result["backends"][name]["stages"]) + list(result["backends"][name]["decode_steps"]):
+            if key not in stage_names:
+                stage_names.append(key)
+
+    def cell(stats: dict | None) -> str:
+        return "-" if stats is None else f"{stats['median_ms']:.2f} / {stats['p90_ms']:.2f}"
+
+    for key in stage_names:
+        rows.append((key, [cell(result["backends"][n]["stages"].get(key)
+                                or result["backends"][n]["decode_steps"].get(key)) for n in names]))
+    rows.append(("end to end", [cell(result["backends"][n]["end_to_end"]) for n in names]))
+    rows.append(("end to end, thread CPU", [cell(result["backends"][n]["end_to_end_thread_cpu"])
+                                            for n in names]))
+    rows.append(("actions/s", [f"{result['backends'][n]['actions_per_s']:.1f}" for n in names]))
+    rows.append(("RSS after load MiB", [f"{result['backends'][n]['peak_rss_mb']:.0f}" for n in names]))
+    rows.append(("load s", [f"{result['backends'][n]['load_s']:.2f}" for n in names]))
+    if "speedup_vs_torch_generate" in result:
+        rows.append(("speed-up vs generate", [f"{result['speedup_vs_torch_generate'].get(n, 0):.2f}x"
+                                              for n in names]))
+        rows.append(("  same, thread CPU", [f"{result['speedup_vs_torch_generate_cpu'].get(n, 0):.2f}x"
+                                            for n in names]))
+    rows.append(("same tokens as 1st", ["yes" if result["backends"][n]["tokens_match_first"] else "NO"
+                                        for n in names]))
+    width0 = max(len(r[0]) for r in rows)
+    widths = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
+    lines = ["ms: median / p90".ljust(width0) + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
+    lines += [k.ljust(width0) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths))
+              for k, vals in rows]
+    for n in names:
+        lines.append(f"{n}: {result['backends'][n]['describe']}")
+    lines += [f"{n}: skipped: {why}" for n, why in result.get("skipped", {}).items()]
+    return "\n".join(lines)
+
+
+def run_bench(opts: BenchOptions, backends: list[str], runs: int, warmup: int, rgb: np.ndarray,
+              text: str, log=print) -> dict:
+    """All rows in one process; returns the JSON-ready result."""
+    import torch
+
+    result: dict = {"checkpoint": opts.checkpoint or "(embedded demo)", "device": opts.device,
+                    "resize": opts.resize,
+                    "dtype": opts.dtype, "runs": runs, "warmup": warmup, "instruction": text,
+                    "image_shape": list(rgb.shape), "torch_threads": torch.get_num_threads(),
+                    "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                    "python": platform.python_version(), "torch": torch.__version__, "backends": {}}
+    runners: dict[str, Runner] = {}
+    for name in backends:
+        log(f"[bench] {name}: loading")
+        rss0, _ = rss_mb()
+        t0 = time.perf_counter()
+        try:
+            runners[name] = make_runner(name, opts)
+        except RowUnavailableError as exc:
+            result.setdefault("skipped", {})[name] = str(exc)
+            log(f"[bench] {name}: skipped: {exc}")
+            continue
+        load_s = time.perf_counter() - t0
+        rss1, peak = rss_mb()
+        result["backends"][name] = {"load_s": load_s, "load_rss_delta_mb": rss1 - rss0, "peak_rss_mb": peak}
+        for _ in range(warmup):
+            runners[name].run(rgb, text)
+    if not runners:
+        skipped = "; ".join(result.get("skipped", {}).values())
+        raise RowUnavailableError(f"no bench row can run here: {skipped}")
+    # Round robin: run i of every row back to back, so load changes on the machine hit all rows alike.
+    log(f"[bench] {runs} runs of {', '.join(runners)}, interleaved")
+    results: dict[str, list[RunResult]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, runner in runners.items():
+            results[name].append(runner.run(rgb, text))
+    first_tokens = results[next(iter(runners))][0].tokens
+    for name, runner in runners.items():
+        row = result["backends"][name]
+        row.update(row_stats(runner, results[name]))
+        row["tokens_match_first"] = row["tokens"] == first_tokens
+    result["peak_rss_mb"] = rss_mb()[1]
+    if "torch-generate" in result["backends"]:
+        ref = result["backends"]["torch-generate"]["end_to_end"]["median_ms"]
+        result["speedup_vs_torch_generate"] = {n: ref / r["end_to_end"]["median_ms"]
+                                               for n, r in result["backends"].items()}
+        ref_cpu = result["backends"]["torch-generate"]["end_to_end_thread_cpu"]["median_ms"]
+        result["speedup_vs_torch_generate_cpu"] = {
+            n: ref_cpu / max(r["end_to_end_thread_cpu"]["median_ms"], 1e-9)
+            for n, r in result["backends"].items()}
+    return result
+
+
+def resize_check(opts: BenchOptions, images: list[np.ndarray], text: str) -> dict:
+    """How far each resize method is from PIL's bicubic: in pixels and in the actions of a checkpoint.
+
+    The reference is the checkpoint's own pipeline fed with PIL-resized images (what OpenVLA's
+    processor does). Needs Pillow, for this comparison only.
+    """
+    from PIL import Image
+
+    from vla_ros.model.loader import load_vla
+    from vla_ros.model.preprocess import RESIZE_METHODS, ImagePreprocessor
+    from vla_ros.runtime.factory import resolve_checkpoint
+    from vla_ros.runtime.policy import VlaPolicy
+    from vla_ros.runtime.torch_backend import TorchBackend
+
+    loaded = load_vla(resolve_checkpoint(opts.checkpoint), dtype=opts.dtype, device=opts.device)
+    policy = VlaPolicy.from_loaded(loaded, TorchBackend(loaded.model), opts.unnorm_key)
+    size = loaded.preprocess.image_size
+    preprocessors = {m: ImagePreprocessor(replace(loaded.preprocess, resize=m)) for m in RESIZE_METHODS
+                     if m != "auto"}
+
+    def predict(rgb: np.ndarray, method: str) -> tuple[list[int], np.ndarray]:
+        policy.preprocessor = preprocessors[method]
+        chunk = policy.predict(Observation(rgb=rgb, stamp=0.0), Instruction(text=text, stamp=0.0))
+        return policy.last_tokens.tolist(), chunk.actions[0]
+
+    stats: dict[str, dict] = {m: {"pixel_diffs": [], "token_mismatch": 0, "action_diffs": []}
+                              for m in preprocessors}
+    for rgb in images:
+        pil = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
+        ref_tokens, ref_action = predict(pil, "pil")  # already S x S: no resize in our pipeline
+        for method, pre in preprocessors.items():
+            diff = np.abs(pre.resize(rgb).astype(np.int16) - pil.astype(np.int16))
+            tokens, action = predict(rgb, method)
+            entry = stats[method]
+            entry["pixel_diffs"].append(diff)
+            entry["token_mismatch"] += int(tokens != ref_tokens)
+            entry["action_diffs"].append(float(np.abs(action - ref_action).max()))
+    out = {"images": len(images), "image_size": size, "methods": {}}
+    for method, entry in stats.items():
+        diffs = np.stack(entry["pixel_diffs"])
+        out["methods"][method] = {
+            "max_pixel_diff": int(diffs.max()), "mean_pixel_diff": float(diffs.mean()),
+            "fraction_of_values_differing": float((diffs > 0).mean()),
+            "images_with_different_tokens": entry["token_mismatch"],
+            "max_action_diff": float(max(entry["action_diffs"]))}
+    return out
+
+
+def sample_images(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Camera-like images of assorted sizes: gradients, blocks and sensor noise."""
+    rng = np.random.default_rng(seed)
+    sizes = [(480, 640), (720, 1280), (240, 320), (224, 224), (300, 400)]
+    images = []
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        img = synthetic_image(h, w, seed=seed + i).astype(np.int16)
+        img += rng.normal(0, 4, img.shape).astype(np.int16)
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+    return images
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vla-ros bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the embedded demo)")
+    p.add_argument("--backends", default="torch,torch-generate", help="comma-separated rows")
+    p.add_argument("--runs", type=int, default=30, help="timed runs per row")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    p.add_argument("--json", default="out/bench.json", help="where to write the results")
+    p.add_argument("--image", default="", help="image file (default: a synthetic 640x480 image)")
+    p.add_argument("--instruction", default="pick up the red block")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--engine-dir", default="", help="exported graphs / engines (onnxruntime, tensorrt)")
+    p.add_argument("--unnorm-key", default="")
+    p.add_argument("--resize", default="auto", choices=("auto", "pil", "torch", "cv2"),
+                   help="image resize: pil = bit-exact numpy PIL bicubic; torch = within 1 of it, faster")
+    p.add_argument("--resize-check", type=int, default=0, metavar="N",
+                   help="instead of timing: compare the resize methods with PIL on N images (needs Pillow)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        print("vla-ros bench: --runs must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    try:
+        if args.image:
+            from vla_ros.runtime.predict_cli import read_rgb
+
+            rgb = read_rgb(args.image)
+        else:
+            rgb = synthetic_image()
+        opts = BenchOptions(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+                            engine_dir=args.engine_dir, unnorm_key=args.unnorm_key, resize=args.resize)
+        if args.resize_check > 0:
+            images = [rgb] if args.image else sample_images(args.resize_check)
+            result = resize_check(opts, images, args.instruction)
+        else:
+            result = run_bench(opts, backends, args.runs, args.warmup, rgb, args.instruction,
+                               log=lambda s: print(s, file=sys.stderr))
+    except (ValueError, KeyError, RuntimeError, OSError, ImportError) as exc:
+        print(f"vla-ros bench: {exc}", file=sys.stderr)
+        return 1
+    if args.resize_check > 0:
+        for method, row in result["methods"].items():
+            print(f"{method:>6}: max pixel diff {row['max_pixel_diff']:3d}, "
+                  f"mean {row['mean_pixel_diff']:.4f}, "
+                  f"values differing {100 * row['fraction_of_values_differing']:.3f}%, images with other "
+                  f"tokens {row['images_with_different_tokens']}/{result['images']}, max action diff "
+                  f"{row['max_action_diff']:.2e}")
+    else:
+        print(format_table(result))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0

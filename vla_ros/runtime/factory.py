@@ -1,0 +1,77 @@
+"""make_policy: the Policy a PolicyConfig asks for (backend, checkpoint, dtype, statistics, gripper).
+
+Backends are looked up in `BACKEND_MODULES`: a module with `build_policy(cfg, checkpoint) -> Policy`,
+imported on demand (so torch is not imported for ONNX Runtime and vice versa). Adding a backend is
+one line here plus its module; a listed module that does not exist yet means "not implemented yet".
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from vla_ros.config import PolicyConfig
+from vla_ros.model.config import CheckpointError
+from vla_ros.model.normalization import GripperOptions
+from vla_ros.types import Policy
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "demo_vla"
+
+# backend name -> module providing `build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy`
+BACKEND_MODULES: dict[str, str] = {
+    "torch": "vla_ros.runtime.factory",
+    "onnxruntime": "vla_ros.runtime.ort_backend",
+    "tensorrt": "vla_ros.runtime.trt_backend",
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """The configured backend is unknown or not available in this installation."""
+
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """The checkpoint directory: the given one, or the embedded demo model when empty."""
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint directory {path} does not exist")
+        return path
+    if not (DEMO_CHECKPOINT / "config.json").is_file():
+        raise CheckpointError(f"the embedded demo model ({DEMO_CHECKPOINT}) is not built yet: train it with "
+                              f"`vla-ros train-demo`, or set policy.checkpoint to a checkpoint directory")
+    return DEMO_CHECKPOINT
+
+
+def gripper_options(cfg: PolicyConfig) -> GripperOptions:
+    return GripperOptions(binarize=cfg.gripper_binarize, invert=cfg.gripper_invert)
+
+
+def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
+    """The torch backend's builder: load the checkpoint and wrap it in a VlaPolicy."""
+    from vla_ros.model.loader import load_vla
+    from vla_ros.runtime.policy import VlaPolicy
+    from vla_ros.runtime.torch_backend import TorchBackend
+
+    loaded = load_vla(checkpoint, dtype=cfg.dtype, device=cfg.device, center_crop=cfg.center_crop)
+    return VlaPolicy.from_loaded(loaded, TorchBackend(loaded.model), cfg.unnorm_key, gripper_options(cfg))
+
+
+def make_policy(cfg: PolicyConfig) -> Policy:
+    """Build the configured policy; clear errors for unknown or not yet available backends."""
+    module_name = BACKEND_MODULES.get(cfg.backend)
+    if module_name is None:
+        raise BackendUnavailableError(f"unknown backend {cfg.backend!r}; known: {sorted(BACKEND_MODULES)}")
+    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise BackendUnavailableError(f"backend {cfg.backend!r} needs a package that is not installed: "
+                                          f"{exc.name}") from exc
+        raise BackendUnavailableError(f"backend {cfg.backend!r} is not implemented yet in this version "
+                                      f"(ONNX Runtime / TensorRT arrive with the export work); use "
+                                      f"backend 'torch'") from exc
+    builder = getattr(module, "build_policy", None)
+    if builder is None:
+        raise BackendUnavailableError(f"backend module {module_name} has no build_policy(cfg, checkpoint)")
+    return builder(cfg, checkpoint)
