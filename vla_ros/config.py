@@ -48,6 +48,10 @@ class PolicyConfig:
     gripper_invert: bool = param(False, "use 1 - gripper (for robots where 1 means closed)")
     max_inference_s: float = param(5.0, "a policy call longer than this is a FAULT [s]",
                                    range=(0.01, 600.0))
+    threads: int = param(1, "CPU threads for inference (0 = the library's default; 1 leaves cores to the "
+                         "control loop on small computers)", range=(0, 256))
+    warmup_runs: int = param(2, "predictions on a grey frame before going live (first calls are slow)",
+                             range=(0, 100))
 
 
 @dataclass

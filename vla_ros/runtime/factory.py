@@ -48,10 +48,14 @@ def gripper_options(cfg: PolicyConfig) -> GripperOptions:
 
 def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
     """The torch backend's builder: load the checkpoint and wrap it in a VlaPolicy."""
+    import torch
+
     from vla_ros.model.loader import load_vla
     from vla_ros.runtime.policy import VlaPolicy
     from vla_ros.runtime.torch_backend import TorchBackend
 
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     loaded = load_vla(checkpoint, dtype=cfg.dtype, device=cfg.device, center_crop=cfg.center_crop)
     return VlaPolicy.from_loaded(loaded, TorchBackend(loaded.model), cfg.unnorm_key, gripper_options(cfg))
 
@@ -74,4 +78,8 @@ def make_policy(cfg: PolicyConfig) -> Policy:
     builder = getattr(module, "build_policy", None)
     if builder is None:
         raise BackendUnavailableError(f"backend module {module_name} has no build_policy(cfg, checkpoint)")
-    return builder(cfg, checkpoint)
+    policy = builder(cfg, checkpoint)
+    warmup = getattr(policy, "warmup", None)
+    if cfg.warmup_runs > 0 and callable(warmup):
+        warmup(cfg.warmup_runs)
+    return policy
