@@ -12,7 +12,6 @@ TensorRT optimization profiles, opset, checkpoint hash and tool versions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -151,35 +150,13 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-@contextlib.contextmanager
-def _sdpa_accepts_symbolic_causal():
-    """Let `is_causal` be a symbolic bool while tracing (`past is None and seq > 1`).
-
-    The flag is resolved with a guard that the dynamic-dimension bounds decide (seq >= 2 in the
-    prefill), so the graph is the same as for a plain bool.
-    """
-    import torch.nn.functional as F
-
-    original = F.scaled_dot_product_attention
-
-    def sdpa(*args: Any, is_causal: Any = False, **kwargs: Any) -> Any:
-        return original(*args, is_causal=bool(is_causal), **kwargs)
-
-    F.scaled_dot_product_attention = sdpa
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original
-
-
 def _export_one(module: Any, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                 dynamic_shapes: Any, opset: int) -> None:
     import torch
 
     path.unlink(missing_ok=True)
     Path(str(path) + ".data").unlink(missing_ok=True)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
-            _sdpa_accepts_symbolic_causal():
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.export's deprecation chatter, not ours
         torch.onnx.export(module, args, str(path), dynamo=True, opset_version=opset, input_names=input_names,
                           output_names=output_names, dynamic_shapes=dynamic_shapes, external_data=True,
