@@ -64,8 +64,9 @@ from vla_ros.config import NodeConfig, load_config
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command, intervention_names
 from vla_ros.inputs import decode_string_cdr, pose_from_fields
+from vla_ros.runtime.worker import run_policy
 from vla_ros.schema import ConfigError
-from vla_ros.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
+from vla_ros.types import ActionChunk, Instruction, Observation, Policy
 
 STATUS_TOPIC = "~/status"  # the node publishes VlaStatus on ~/status
 BAG_NAME = "replay"
@@ -263,23 +264,6 @@ class _Inference:
     ran: bool = False
     timeout_ns: int | None = None  # when the watchdog reports a call longer than max_inference_s
     result: str = ""
-
-
-def run_policy(policy: Policy, observation: Observation, instruction: Instruction
-               ) -> tuple[ActionChunk | None, str | None]:
-    """One policy call, checked as the node's inference worker checks it: (chunk, None) or (None, reason)."""
-    try:
-        chunk = policy.predict(observation, instruction)
-    except Exception as exc:  # the policy is foreign code: every failure becomes a fault
-        return None, f"policy raised {type(exc).__name__}: {exc}"
-    if not isinstance(chunk, ActionChunk):
-        return None, f"policy returned {type(chunk).__name__}, not an ActionChunk"
-    reason = validate_chunk(chunk)
-    if reason is not None:
-        return None, f"invalid policy output: {reason}"
-    if chunk.instruction != instruction.text or chunk.stamp != observation.stamp:
-        chunk = dataclasses.replace(chunk, instruction=instruction.text, stamp=observation.stamp)
-    return chunk, None
 
 
 def _instruction_text(raw: bytes) -> str:

@@ -22,6 +22,30 @@ from dataclasses import dataclass
 from vla_ros.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
 
 
+def check_policy_output(chunk: object, observation: Observation, instruction: Instruction
+                        ) -> tuple[ActionChunk | None, str | None]:
+    """(chunk, None) for a valid chunk, stamped with the call's inputs; (None, reason) otherwise."""
+    if not isinstance(chunk, ActionChunk):
+        return None, f"policy returned {type(chunk).__name__}, not an ActionChunk"
+    reason = validate_chunk(chunk)
+    if reason is not None:
+        return None, f"invalid policy output: {reason}"
+    if chunk.instruction != instruction.text or chunk.stamp != observation.stamp:
+        # The chunk belongs to the call's inputs whatever the policy filled in.
+        chunk = dataclasses.replace(chunk, instruction=instruction.text, stamp=observation.stamp)
+    return chunk, None
+
+
+def run_policy(policy: Policy, observation: Observation, instruction: Instruction
+               ) -> tuple[ActionChunk | None, str | None]:
+    """One synchronous policy call, checked as the worker checks it: (chunk, None) or (None, reason)."""
+    try:
+        chunk = policy.predict(observation, instruction)
+    except Exception as exc:  # the policy is foreign code: every failure becomes a fault
+        return None, f"policy raised {type(exc).__name__}: {exc}"
+    return check_policy_output(chunk, observation, instruction)
+
+
 class PolicyProcessError(RuntimeError):
     """The policy process reported an error or died; the message says which."""
 
@@ -190,15 +214,7 @@ class InferenceWorker:
             return None, str(exc)
         except Exception as exc:  # the policy is foreign code: every failure becomes a fault
             return None, f"policy raised {type(exc).__name__}: {exc}"
-        if not isinstance(chunk, ActionChunk):
-            return None, f"policy returned {type(chunk).__name__}, not an ActionChunk"
-        reason = validate_chunk(chunk)
-        if reason is not None:
-            return None, f"invalid policy output: {reason}"
-        if chunk.instruction != instruction.text or chunk.stamp != observation.stamp:
-            # The chunk belongs to the call's inputs whatever the policy filled in.
-            chunk = dataclasses.replace(chunk, instruction=instruction.text, stamp=observation.stamp)
-        return chunk, None
+        return check_policy_output(chunk, observation, instruction)
 
     def _on_timeout(self) -> None:
         """Called by the watchdog after reporting a call past max_inference_s (the process worker
