@@ -7,6 +7,7 @@ venv=$(cd "$1" && pwd)
 py="$venv/bin/python"
 top=$(cd "$(dirname "$0")/.." && pwd)
 build="$top/build/msgs"
+mkdir -p "$build"
 
 py_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 np_inc=$("$py" -c 'import numpy; print(numpy.get_include())')
