@@ -77,6 +77,7 @@ def _helper_main(argv: list[str]) -> int:
     p.add_argument("--camera-hz", type=float, default=30.0)
     p.add_argument("--out", default="")
     p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--stop-file", default="", help="stop early once this file exists")
     a = p.parse_args(argv)
     if a.priority > 0:  # the recorder measures arrival times: let it run as soon as a message lands
         try:
@@ -94,6 +95,11 @@ def _helper_main(argv: list[str]) -> int:
     rclpy.init()
     node = rclpy.create_node(f"vla_bench_{a.helper}", namespace=a.namespace)
     deadline = time.monotonic() + a.seconds
+    stop = Path(a.stop_file) if a.stop_file else None
+
+    def running() -> bool:
+        return time.monotonic() < deadline and not (stop is not None and stop.exists())
+
     try:
         if a.helper == "camera":
             cam = node.create_publisher(Image, "camera/image_raw", camera_qos("reliable"))
@@ -102,7 +108,7 @@ def _helper_main(argv: list[str]) -> int:
             msg = Image(height=CAMERA_SIZE[0], width=CAMERA_SIZE[1], encoding="rgb8",
                         step=CAMERA_SIZE[1] * 3, data=rgb.tobytes())
             period, t_next, n = 1.0 / a.camera_hz, time.monotonic(), 0
-            while time.monotonic() < deadline:
+            while running():
                 msg.header.stamp = node.get_clock().now().to_msg()
                 cam.publish(msg)
                 if n % int(a.camera_hz) == 0:  # about once a second: late joiners get it too
@@ -120,7 +126,7 @@ def _helper_main(argv: list[str]) -> int:
         node.create_subscription(EndEffectorCommand, "vla/command", on_command, reliable_qos(100))
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while time.monotonic() < deadline:
+        while running():
             executor.spin_once(timeout_sec=0.05)
         Path(a.out).write_text(json.dumps(arrivals))
         executor.shutdown()
@@ -146,9 +152,11 @@ def bench_rate(rate_hz: float, seconds: float, busy: str, latency_s: float, warm
     env = _ros_environment(domain_id)
     os.environ.update({k: env[k] for k in ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                                            "ROS_LOCALHOST_ONLY", "ROS_DOMAIN_ID", "ROS_HOME")})
-    total = warmup_s + seconds + 1.5
+    total = warmup_s + seconds + 30.0  # helpers stop at the stop file, this is only a backstop
     out = Path(tempfile.mkdtemp(prefix="vla_bench_")) / "arrivals.json"
     helper = [sys.executable, "-m", "vla_ros.ros.bench_control", "--namespace", namespace]
+    stop_file = out.with_suffix(".stop")
+    helper += ["--stop-file", str(stop_file)]
     recorder = subprocess.Popen(helper + ["--helper", "recorder", "--seconds", str(total + 1.0),
                                           "--out", str(out), "--priority", str(control_priority)], env=env)
     camera = subprocess.Popen(helper + ["--helper", "camera", "--seconds", str(total)], env=env)
@@ -173,17 +181,22 @@ def bench_rate(rate_hz: float, seconds: float, busy: str, latency_s: float, warm
         executor.add_node(node)
         spin.start()
         t_start = time.monotonic()
-        while node.core.image_stamp is None and time.monotonic() - t_start < warmup_s + 5:
+        # The camera and the recorder run in other processes: start measuring once both are matched.
+        while ((node.core.image_stamp is None or node.command_subscription_count() == 0)
+               and time.monotonic() - t_start < warmup_s + 15):
             time.sleep(0.05)
         time.sleep(warmup_s)
         window = (time.perf_counter(), None)
         time.sleep(seconds)
         window = (window[0], time.perf_counter())
+        time.sleep(0.2)  # let the last commands of the window arrive
+        stop_file.touch()
         worker_stats = node.worker.stats
         ticks = node.ticks.recent()
         status = node.status()
         node.trigger_deactivate()
     finally:
+        stop_file.touch()
         executor.shutdown()
         spin.join(2.0)
         node.destroy_node()

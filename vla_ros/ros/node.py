@@ -442,6 +442,11 @@ class VlaNode(LifecycleNode):
             self.get_logger().error(f"policy FAULT: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
 
     # ----- status --------------------------------------------------------------------------------
+    def command_subscription_count(self) -> int:
+        """Subscribers matched on the command topic (0 before configure)."""
+        pub = getattr(self, "_command_pub", None)
+        return pub.get_subscription_count() if pub is not None else 0
+
     def status(self) -> VlaStatus:
         """The current VlaStatus (built from counters; also used by tests)."""
         core, worker = self.core, self.worker
