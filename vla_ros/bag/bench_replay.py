@@ -36,6 +36,8 @@ def run_benchmark(seconds: float = 60.0, rate_hz: float = 30.0, size: int = 224,
         torch.set_num_threads(threads)
     except ImportError:
         pass
+    if workdir:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="vla_replay_bench_", dir=workdir))
     try:
         gen_s = 0.0
