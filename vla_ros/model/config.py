@@ -22,6 +22,14 @@ class CheckpointError(ValueError):
     """A checkpoint directory is incomplete, corrupt, inconsistent or of an unknown kind."""
 
 
+def read_json(file: Path) -> Any:
+    """A checkpoint JSON file's content; CheckpointError naming the file when it cannot be parsed."""
+    try:
+        return json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: cannot parse: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class TowerSpec:
     """Shape of one timm ViT tower as released (full depth; the loader builds depth - 1 blocks)."""
@@ -190,11 +198,7 @@ class VlaConfig:
         file = Path(path) / "config.json"
         if not file.is_file():
             raise CheckpointError(f"{path}: no config.json (is this an OpenVLA-layout checkpoint directory?)")
-        try:
-            d = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{file}: cannot parse: {exc}") from exc
-        return VlaConfig.from_dict(d)
+        return VlaConfig.from_dict(read_json(file))
 
 
 def _tower_specs(d: dict[str, Any], ids: list[str]) -> list[TowerSpec]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vla_ros.model.action_tokenizer import ActionTokenizer
-from vla_ros.model.config import CheckpointError, VlaConfig
+from vla_ros.model.config import CheckpointError, VlaConfig, read_json
 from vla_ros.model.families import Family, resolve_family
 from vla_ros.model.preprocess import PreprocessConfig
 from vla_ros.model.tokenizer import TextTokenizer
@@ -206,10 +206,7 @@ def read_norm_stats(path: Path, cfg: VlaConfig) -> dict:
     stats = dict(cfg.norm_stats)
     extra = path / "dataset_statistics.json"
     if extra.is_file():
-        try:
-            data = json.loads(extra.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{extra}: cannot parse: {exc}") from exc
+        data = read_json(extra)
         if not isinstance(data, dict):
             raise CheckpointError(f"{extra}: must hold an object keyed by dataset name")
         stats.update(data)
@@ -223,10 +220,7 @@ def read_preprocess(path: Path, cfg: VlaConfig, center_crop: bool = False, resiz
     stds = [s.std for s in cfg.tower_specs]
     file = path / "preprocessor_config.json"
     if file.is_file():
-        try:
-            pre = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{file}: cannot parse: {exc}") from exc
+        pre = read_json(file)
         params = pre.get("tvf_normalize_params")
         if isinstance(params, list) and len(params) == cfg.n_towers:
             means = [tuple(p["mean"]) for p in params]

@@ -7,11 +7,10 @@ none), so the ids are the same whatever the tokenizer's post-processor says.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from vla_ros.model.config import CheckpointError
+from vla_ros.model.config import CheckpointError, read_json
 
 
 def _token_text(value: Any) -> str | None:
@@ -57,10 +56,7 @@ class TextTokenizer:
     def _read_json(file: Path) -> dict[str, Any]:
         if not file.is_file():
             return {}
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{file}: cannot parse: {exc}") from exc
+        data = read_json(file)
         return data if isinstance(data, dict) else {}
 
     def encode(self, text: str) -> list[int]:
