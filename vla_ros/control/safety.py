@@ -258,6 +258,26 @@ def _stale(now: float, stamp: float, max_age: float) -> bool:
     return abs(now - stamp) > max_age
 
 
+def _limit_motion(delta, previous, max_step: float, max_speed_step: float, max_change: float,
+                  rule_bits: tuple[int, int, int]) -> tuple[float, float, float, int]:
+    """Per-tick step, velocity and acceleration limits on one 3-vector (translation or rotation):
+    (x, y, z, bits of the rules that changed it). Norms are scaled, so the direction is kept."""
+    step_bit, speed_bit, change_bit = rule_bits
+    x, y, z = delta
+    bits = 0
+    x, y, z, hit = _limit_norm(x, y, z, max_step)
+    bits |= step_bit if hit else 0
+    x, y, z, hit = _limit_norm(x, y, z, max_speed_step)
+    bits |= speed_bit if hit else 0
+    x, y, z, hit = _limit_change(x, y, z, *previous, max_change)
+    bits |= change_bit if hit else 0
+    # Guard: with a state that did not come from this filter (other limits, hand-made) the
+    # acceleration step could leave the speed ball; scale back in (a no-op otherwise).
+    x, y, z, hit = _limit_norm(x, y, z, min(max_step, max_speed_step))
+    bits |= speed_bit if hit else 0
+    return x, y, z, bits
+
+
 def apply_filter(step: ScheduledStep | None, state: FilterState, inputs: FilterInputs,
                  limits: SafetyLimits, tick_period_s: float, now: float) -> tuple[Command, FilterState]:
     """Filter one raw step (None = HOLD) into the command for the tick at `now`; see the module doc."""
@@ -318,32 +338,16 @@ def apply_filter(step: ScheduledStep | None, state: FilterState, inputs: FilterI
     else:  # first tick, a stall or time running backwards: start again from rest
         ptx = pty = ptz = prx = pry = prz = 0.0
 
-    tx, ty, tz = translation
-    tx, ty, tz, hit = _limit_norm(tx, ty, tz, limits.max_translation_step_m)
-    bits |= _TRANSLATION_STEP if hit else 0
-    tx, ty, tz, hit = _limit_norm(tx, ty, tz, limits.max_linear_velocity_mps * dt)
-    bits |= _LINEAR_VELOCITY if hit else 0
-    tx, ty, tz, hit = _limit_change(tx, ty, tz, ptx, pty, ptz,
-                                    limits.max_linear_acceleration_mps2 * dt * dt)
-    bits |= _LINEAR_ACCELERATION if hit else 0
-
-    rx, ry, rz = rotation
-    rx, ry, rz, hit = _limit_norm(rx, ry, rz, limits.max_rotation_step_rad)
-    bits |= _ROTATION_STEP if hit else 0
-    rx, ry, rz, hit = _limit_norm(rx, ry, rz, limits.max_angular_velocity_radps * dt)
-    bits |= _ANGULAR_VELOCITY if hit else 0
-    rx, ry, rz, hit = _limit_change(rx, ry, rz, prx, pry, prz,
-                                    limits.max_angular_acceleration_radps2 * dt * dt)
-    bits |= _ANGULAR_ACCELERATION if hit else 0
-
-    # Guard: with a state that did not come from this filter (other limits, hand-made) the
-    # acceleration step could leave the speed ball; scale back in (a no-op otherwise).
-    step_cap = min(limits.max_translation_step_m, limits.max_linear_velocity_mps * dt)
-    tx, ty, tz, hit = _limit_norm(tx, ty, tz, step_cap)
-    bits |= _LINEAR_VELOCITY if hit else 0
-    rot_cap = min(limits.max_rotation_step_rad, limits.max_angular_velocity_radps * dt)
-    rx, ry, rz, hit = _limit_norm(rx, ry, rz, rot_cap)
-    bits |= _ANGULAR_VELOCITY if hit else 0
+    tx, ty, tz, hit_bits = _limit_motion(
+        translation, (ptx, pty, ptz), limits.max_translation_step_m, limits.max_linear_velocity_mps * dt,
+        limits.max_linear_acceleration_mps2 * dt * dt,
+        (_TRANSLATION_STEP, _LINEAR_VELOCITY, _LINEAR_ACCELERATION))
+    bits |= hit_bits
+    rx, ry, rz, hit_bits = _limit_motion(
+        rotation, (prx, pry, prz), limits.max_rotation_step_rad, limits.max_angular_velocity_radps * dt,
+        limits.max_angular_acceleration_radps2 * dt * dt,
+        (_ROTATION_STEP, _ANGULAR_VELOCITY, _ANGULAR_ACCELERATION))
+    bits |= hit_bits
 
     # --- workspace --------------------------------------------------------------------------------
     if pose_fresh:
