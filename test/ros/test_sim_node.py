@@ -141,3 +141,10 @@ def test_driving_the_expert_over_topics_reports_success(graph):
             break
     assert sim.episode_success
     assert wait_for(lambda: probe.success[-1] is True)
+
+
+def test_help_prints_usage_without_starting_a_node(capsys):
+    from vla_ros.ros.sim_node import main
+
+    assert main(["--help"]) == 0
+    assert "usage: vla-ros sim" in capsys.readouterr().out

@@ -203,6 +203,10 @@ def _clip_norm(vector: np.ndarray, limit: float) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     """Run vla_sim until Ctrl-C (ROS arguments such as `--ros-args -p seed:=3` are accepted)."""
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print("usage: vla-ros sim [--ros-args -p NAME:=VALUE ...]\n\n" + (__doc__ or ""))
+        return 0
     rclpy.init(args=sys.argv if argv is None else ["vla_sim", *argv])
     try:
         node = SimNode()
