@@ -24,6 +24,9 @@ from vla_ros.sim.evaluate import (
     instruction_following,
     summarize,
 )
+from vla_ros.sim.expert import expert_action
+from vla_ros.sim.tasks import Task
+from vla_ros.sim.world import WorldState
 from vla_ros.types import ActionChunk
 
 
@@ -150,6 +153,18 @@ def test_collected_samples_pair_frames_instructions_and_clean_expert_actions(sma
     assert (d.actions[pick, 6] == 0.0).any() and (d.actions[~pick, 6] == 1.0).all()
 
 
+def test_each_frame_keeps_its_world_state_and_the_named_target(small_dataset):
+    d = small_dataset
+    assert d.states.shape == (len(d), 41) and d.targets.shape == (len(d),)
+    for row in range(0, len(d), 7):
+        state = WorldState.from_array(d.states[row])
+        assert 0 <= d.targets[row] < len(state.objects)
+        assert state.objects[d.targets[row]].name in d.instructions[row]  # the instruction names the target
+        # the recorded label is the expert's action in the recorded state
+        task = Task(d.kinds[row], int(d.targets[row]), d.instructions[row])
+        np.testing.assert_allclose(expert_action(state, task)[:3], d.actions[row, :3], atol=1e-6)
+
+
 def test_statistics_have_the_openvla_layout(small_dataset):
     stats = small_dataset.statistics()
     assert list(stats) == [DATASET_KEY]
@@ -188,6 +203,8 @@ def test_dataset_round_trips_and_rejects_corrupt_files(small_dataset, tmp_path):
     loaded = DemoDataset.load(tmp_path)
     np.testing.assert_array_equal(loaded.images, small_dataset.images)
     np.testing.assert_array_equal(loaded.actions, small_dataset.actions)
+    np.testing.assert_array_equal(loaded.states, small_dataset.states)
+    np.testing.assert_array_equal(loaded.targets, small_dataset.targets)
     assert loaded.instructions == small_dataset.instructions
     stats = json.loads((tmp_path / STATS_FILE).read_text())
     assert stats[DATASET_KEY]["num_transitions"] == len(small_dataset)

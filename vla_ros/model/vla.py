@@ -30,10 +30,13 @@ IGNORE_INDEX = -100
 
 @dataclass
 class VlaOutput:
-    """logits [B, L, V] over the spliced sequence; loss when labels were given."""
+    """logits [B, L, V] over the spliced sequence; loss when labels were given; with `hidden=True`
+    also the projected patches [B, P, H] and the LM's last hidden states [B, L, H] (training aids)."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
+    patches: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
 
 
 class VlaModel(nn.Module):
@@ -69,8 +72,8 @@ class VlaModel(nn.Module):
         return torch.cat([token_embeds[:, :1], patches, token_embeds[:, 1:]], dim=1)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
-                ) -> VlaOutput:
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                hidden: bool = False) -> VlaOutput:
         """Teacher-forced forward through transformers' own LM forward (padding via attention_mask)."""
         patches = self.patch_embeddings(pixel_values)
         embeds = self.splice(self.language_model.get_input_embeddings()(input_ids), patches)
@@ -78,13 +81,17 @@ class VlaModel(nn.Module):
         if attention_mask is not None:
             ones = torch.ones(patches.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
             mask = self.splice(attention_mask[..., None], ones[..., None])[..., 0]
-        logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+                                  output_hidden_states=hidden)
+        logits = out.logits
         loss = None
         if labels is not None:
             ignore = torch.full(patches.shape[:2], IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
             full = self.splice(labels[..., None], ignore[..., None])[..., 0]
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), full[:, 1:].flatten(),
                                    ignore_index=IGNORE_INDEX)
+        if hidden:
+            return VlaOutput(logits=logits, loss=loss, patches=patches, hidden=out.hidden_states[-1])
         return VlaOutput(logits=logits, loss=loss)
 
 

@@ -4,7 +4,9 @@ Episodes run through the same harness as the evaluation (ControlCore with the sa
 time), so the states seen in training are those a deployed policy meets. To cover the states a
 slightly wrong policy drifts into, the executed action is the expert's plus noise (DART-style) and
 now and then a deliberate mistake (a push aside, an early close); the recorded label is always the
-expert's clean action for the frame. Statistics follow OpenVLA's `dataset_statistics.json`:
+expert's clean action for the frame. Each frame also keeps the world state and the target's index:
+the trainer derives auxiliary targets from them (where things are), never the model's inputs.
+Statistics follow OpenVLA's `dataset_statistics.json`:
 q01/q99/min/max/mean/std/mask per action dimension, the gripper masked (not normalised).
 """
 
@@ -53,6 +55,8 @@ class DemoDataset:
     kinds: list[str]
     episode: np.ndarray  # int32 [N], episode index of each sample
     meta: dict = field(default_factory=dict)
+    states: np.ndarray | None = None  # float32 [N, 41], WorldState.to_array() of each frame
+    targets: np.ndarray | None = None  # int32 [N], index of the task's target object
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -67,10 +71,13 @@ class DemoDataset:
         out.mkdir(parents=True, exist_ok=True)
         vocabulary = sorted(set(self.instructions))
         index = {text: i for i, text in enumerate(vocabulary)}
+        optional = {name: value for name, value in (("states", self.states), ("targets", self.targets))
+                    if value is not None}
         np.savez(out / DATA_FILE, images=self.images, actions=self.actions, episode=self.episode,
                  instruction_index=np.array([index[t] for t in self.instructions], np.int32),
                  instruction_text=np.array(vocabulary, dtype=np.str_),
-                 kinds=np.array(self.kinds, dtype=np.str_), meta=np.array(json.dumps(self.meta)))
+                 kinds=np.array(self.kinds, dtype=np.str_), meta=np.array(json.dumps(self.meta)),
+                 **optional)
         save_statistics(out / STATS_FILE, self.statistics())
         return out
 
@@ -84,11 +91,14 @@ class DemoDataset:
                 instructions = [vocabulary[i] for i in data["instruction_index"]]
                 dataset = DemoDataset(data["images"], data["actions"].astype(np.float32), instructions,
                                       [str(k) for k in data["kinds"]], data["episode"].astype(np.int32),
-                                      json.loads(str(data["meta"])))
+                                      json.loads(str(data["meta"])),
+                                      data["states"] if "states" in data.files else None,
+                                      data["targets"] if "targets" in data.files else None)
         except (OSError, KeyError, ValueError, IndexError) as exc:
             raise ValueError(f"cannot read demo data {path}: {exc}") from exc
         n = len(dataset.actions)
-        if dataset.images.ndim != 4 or len(dataset.images) != n or dataset.actions.shape != (n, ACTION_DIM):
+        if (dataset.images.ndim != 4 or len(dataset.images) != n or dataset.actions.shape != (n, ACTION_DIM)
+                or any(len(extra) != n for extra in (dataset.states, dataset.targets) if extra is not None)):
             raise ValueError(f"demo data {path} is inconsistent: images {dataset.images.shape}, "
                              f"actions {dataset.actions.shape}")
         return dataset
@@ -151,6 +161,7 @@ class CollectingPolicy:
         self.images: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.instructions: list[str] = []
+        self.states: list[np.ndarray] = []
 
     def start_episode(self, task: Task, rng: np.random.Generator | None = None) -> None:
         self.task = task
@@ -167,6 +178,7 @@ class CollectingPolicy:
         self.images.append(np.ascontiguousarray(image, np.uint8))
         self.actions.append(label.astype(np.float32))
         self.instructions.append(instruction.text)
+        self.states.append(state.to_array())
         executed = label.copy()
         if self.sigma > 0.0:
             executed[:3] += self.rng.normal(0.0, self.sigma, 3)
@@ -219,7 +231,9 @@ def collect(episodes: int, seed: int = 0, image_size: int | None = None, resize:
             "action_period_s": parts[0]["action_period_s"], "control_rate_hz": parts[0]["control_rate_hz"]}
     return DemoDataset(np.stack(images), np.stack([a for part in parts for a in part["actions"]]),
                        [t for part in parts for t in part["instructions"]],
-                       [k for part in parts for k in part["kinds"]], np.array(episode_index, np.int32), meta)
+                       [k for part in parts for k in part["kinds"]], np.array(episode_index, np.int32), meta,
+                       np.stack([s for part in parts for s in part["states"]]),
+                       np.array([t for part in parts for t in part["targets"]], np.int32))
 
 
 def _single_threaded() -> None:
@@ -237,10 +251,11 @@ def _collect_part(plan: list[tuple[int, str]], seed: int, image_size: int | None
     harness = SimHarness()
     policy = CollectingPolicy(harness.world, noise, np.random.default_rng(0), image_size, resize)
     out: dict = {"images": [], "actions": [], "instructions": [], "kinds": [], "lengths": [], "failed": 0,
+                 "states": [], "targets": [],
                  "action_period_s": harness.action_period_s, "control_rate_hz": 1.0 / harness.tick_period_s}
     for i, (scene_seed, kind) in enumerate(plan):
         task = harness.reset(scene_seed, kind)
-        policy.images, policy.actions, policy.instructions = [], [], []
+        policy.images, policy.actions, policy.instructions, policy.states = [], [], [], []
         policy.start_episode(task, np.random.default_rng([seed, 12345, scene_seed]))
         result = harness.run_episode(policy, task, scene_seed, max_actions, settle_actions=settle_actions)
         if result.success:
@@ -248,6 +263,8 @@ def _collect_part(plan: list[tuple[int, str]], seed: int, image_size: int | None
             out["actions"] += policy.actions
             out["instructions"] += policy.instructions
             out["kinds"] += [task.kind] * len(policy.actions)
+            out["states"] += policy.states
+            out["targets"] += [task.target] * len(policy.actions)
             out["lengths"].append(len(policy.actions))
         else:
             out["failed"] += 1

@@ -7,7 +7,9 @@ tokens only, AdamW, linear warm-up and cosine decay. The architecture is the rea
 (two ViT towers with per-patch concatenation, fused GELU MLP projector, Llama), started from the
 model package's tiny checkpoint factory (which also trains the `tokenizers` BPE tokenizer) and saved
 in the OpenVLA HF layout, so the result loads through the same loader and Policy as a released
-checkpoint.
+checkpoint. Unlike OpenVLA, which starts from pretrained towers and LLM, the demo model starts from
+random weights, so two training-only linear heads add auxiliary targets from the recorded sim state
+(where each object and the gripper are; `vla_ros.sim.auxiliary`); they are not saved.
 
 Time-boxed and resumable: `--minutes` bounds the whole run (data collection included); the state
 (weights, optimizer, step) is saved in the work directory every few minutes and at the end, and
@@ -64,6 +66,8 @@ class TrainConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    aux_patch_weight: float = 5.0  # auxiliary per-patch heat-map loss (0 = cross entropy only)
+    aux_state_weight: float = 1.0  # auxiliary target/gripper position loss at the last prompt token
     steps: int = 9600  # planned steps (the schedule's horizon unless the time box is shorter)
     minutes: float = 45.0  # wall-clock budget of the whole run
     threads: int = 2
@@ -73,7 +77,7 @@ class TrainConfig:
     def data_key(self, resize_method: str) -> str:
         """Identifies the demonstrations (cache directory name)."""
         text = json.dumps({"episodes": self.episodes, "seed": self.seed, "image_size": self.image_size,
-                           "resize": resize_method, "version": 1})
+                           "resize": resize_method, "version": 2})
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -151,9 +155,10 @@ def reinitialize(model, seed: int) -> None:
 
 
 class Batcher:
-    """Turns dataset rows into (pixel_values, input_ids, attention_mask, labels) tensors."""
+    """Turns dataset rows into tensors: pixels, ids, mask, labels and, when the dataset has states and
+    `auxiliary` is given, heat, vectors and prompt_ends (see vla_ros.sim.auxiliary)."""
 
-    def __init__(self, dataset: DemoDataset, loaded, stats: dict) -> None:
+    def __init__(self, dataset: DemoDataset, loaded, stats: dict, auxiliary=None) -> None:
         from vla_ros.model.preprocess import ImagePreprocessor
 
         self.dataset = dataset
@@ -165,8 +170,10 @@ class Batcher:
         self.action_ids = self.action_tokenizer.encode(normalize_actions(dataset.actions, stats))  # [N, 7]
         self.pad_id = int(loaded.config.pad_token_id or 0)
         self.max_prompt = max(len(p) for p in prompts.values())
+        self.auxiliary = auxiliary if dataset.states is not None and dataset.targets is not None else None
+        self.n_patches = (loaded.preprocess.image_size // 14) ** 2
 
-    def __call__(self, rows: np.ndarray):
+    def __call__(self, rows: np.ndarray) -> dict:
         import torch
 
         n_act = self.action_ids.shape[1]
@@ -184,8 +191,15 @@ class Batcher:
             labels[j, k:k + n_act] = self.action_ids[row]
             mask[j, :k + n_act] = 1
             pixels[j] = self.preprocessor(self.dataset.images[row])[0]
-        return (torch.from_numpy(pixels), torch.from_numpy(ids), torch.from_numpy(mask),
-                torch.from_numpy(labels))
+        batch = {"pixels": torch.from_numpy(pixels), "ids": torch.from_numpy(ids),
+                 "mask": torch.from_numpy(mask), "labels": torch.from_numpy(labels)}
+        if self.auxiliary is not None:
+            targets = self.auxiliary.batch(self.dataset.states[rows], self.dataset.targets[rows])
+            batch.update({name: torch.from_numpy(value) for name, value in targets.items()})
+            # the last prompt token's index once the patches are spliced in after BOS
+            ends = [len(self.prompt_ids[row]) - 1 + self.n_patches for row in rows]
+            batch["prompt_ends"] = torch.tensor(ends)
+        return batch
 
 
 def action_accuracy(logits, labels, n_patches: int, first_id: int, end_id: int) -> np.ndarray:
@@ -306,7 +320,7 @@ def plot_log(rows: list[dict], path: Path) -> None:
 def write_log(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "loss", "accuracy", "accuracy_xyz", "accuracy_gripper",
-                                               "lr", "elapsed_s"])
+                                               "aux_patch", "aux_state", "lr", "elapsed_s"], restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -332,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-hidden", type=int, default=d.llm_hidden)
     p.add_argument("--llm-layers", type=int, default=d.llm_layers)
     p.add_argument("--llm-heads", type=int, default=d.llm_heads)
+    p.add_argument("--aux-patch-weight", type=float, default=d.aux_patch_weight,
+                   help="weight of the auxiliary per-patch heat-map loss (0 = off)")
+    p.add_argument("--aux-state-weight", type=float, default=d.aux_state_weight,
+                   help="weight of the auxiliary target/gripper position loss (0 = off)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--workers", type=int, default=d.workers, help="data collection processes")
     p.add_argument("--resume", action="store_true", help="continue from the state in --work")
@@ -349,6 +367,9 @@ def main(argv: list[str]) -> int:
     if args.minutes <= 0 or args.steps < 1 or args.episodes < 2 or args.batch_size < 1:
         print("train-demo: --minutes, --steps, --episodes and --batch-size must be positive", file=sys.stderr)
         return 2
+    if args.aux_patch_weight < 0 or args.aux_state_weight < 0:
+        print("train-demo: the auxiliary loss weights must be >= 0", file=sys.stderr)
+        return 2
     if args.image_size % 14:
         print("train-demo: --image-size must be a multiple of the patch size 14", file=sys.stderr)
         return 2
@@ -356,7 +377,8 @@ def main(argv: list[str]) -> int:
                       tower_dim=args.tower_dim, tower_depth=args.tower_depth, tower_heads=args.tower_heads,
                       llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, llm_heads=args.llm_heads,
                       batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                      steps=args.steps, minutes=args.minutes,
+                      steps=args.steps, minutes=args.minutes, aux_patch_weight=args.aux_patch_weight,
+                      aux_state_weight=args.aux_state_weight,
                       threads=args.threads, workers=args.workers)
     return train(cfg, Path(args.out), Path(args.work), args.resume, args.eval_episodes, args.save_every_min)
 
@@ -365,8 +387,10 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
           save_every_min: float = 5.0) -> int:
     """Collect (or reuse) the demonstrations, train within the time box, save the checkpoint."""
     import torch
+    from torch import nn
 
     from vla_ros.model.loader import load_vla
+    from vla_ros.sim.auxiliary import AuxiliaryTargets, auxiliary_losses, make_heads
 
     started = time.monotonic()
     deadline = started + 60.0 * cfg.minutes
@@ -397,17 +421,20 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
     model.train()
     reinitialize(model, cfg.seed)
     first_id, end_id = loaded.action_tokenizer.first_id, loaded.action_tokenizer.vocab_end
-    batcher = Batcher(dataset, loaded, stats)
+    use_aux = (cfg.aux_patch_weight > 0 or cfg.aux_state_weight > 0) and dataset.states is not None
+    batcher = Batcher(dataset, loaded, stats, AuxiliaryTargets(cfg.image_size) if use_aux else None)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
+    # What the optimizer trains and the state files hold: the model plus the training-only heads.
+    trainee = nn.ModuleDict({"vla": model, "aux": make_heads(cfg.llm_hidden)})
+    decay = [p for n, p in trainee.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
+    no_decay = [p for n, p in trainee.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.lr, betas=(0.9, 0.95))
     state_dir = work / "state"
     step, horizon, rows, trained_s = 0, cfg.steps, [], 0.0
     if resume and (state_dir / "state.json").is_file():
-        meta = load_state(state_dir, model, optimizer)
+        meta = load_state(state_dir, trainee, optimizer)
         step, rows, trained_s = meta["step"], meta["rows"], meta["trained_s"]
         print(f"[train-demo] resumed at step {step} of {horizon}", flush=True)
     print(f"[train-demo] {n_params / 1e6:.2f} M parameters, {cfg.image_size} px towers, "
@@ -418,51 +445,61 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
     last_save = time.monotonic()
     loop_start, loop_step0 = time.monotonic(), step
     end_reserve_s = 20.0  # saving and the log at the end
-    window_loss, window_acc = [], []
+    window_loss, window_acc, window_aux = [], [], []
     while step < horizon:
         now = time.monotonic()
         if now > deadline - end_reserve_s:
             print(f"[train-demo] time box reached at step {step}", flush=True)
             break
-        if step == loop_step0 + 20 and step < horizon:  # fit the schedule into the time box
-            per_step = (now - loop_start) / 20
+        # Fit the schedule into the time box from the measured speed (early, then once more when the
+        # first steps' start-up costs no longer weigh in); never beyond the planned steps.
+        if step - loop_step0 in (20, 300) and step < horizon:
+            per_step = (now - loop_start) / (step - loop_step0)
             affordable = step + int((deadline - end_reserve_s - now) / per_step)
-            if affordable < horizon:
-                horizon = max(step + 1, affordable)
-                print(f"[train-demo] {per_step:.2f} s/step: schedule shortened to {horizon} steps",
-                      flush=True)
+            if affordable != horizon and (affordable < horizon or horizon < cfg.steps):
+                horizon = max(step + 1, min(cfg.steps, affordable))
+                print(f"[train-demo] {per_step:.2f} s/step: schedule fitted to {horizon} steps", flush=True)
         lr = lr_at(step, cfg, horizon)
         for group in optimizer.param_groups:
             group["lr"] = lr
         rows_idx = np.random.default_rng([cfg.seed, step]).integers(0, len(dataset), cfg.batch_size)
-        pixels, ids, mask, labels = batcher(rows_idx)
-        output = model(pixels, ids, mask, labels)
+        batch = batcher(rows_idx)
+        output = model(batch["pixels"], batch["ids"], batch["mask"], batch["labels"], hidden=use_aux)
+        loss = output.loss
+        if use_aux:
+            patch_loss, state_loss = auxiliary_losses(trainee["aux"], output.patches, output.hidden, batch)
+            loss = loss + cfg.aux_patch_weight * patch_loss + cfg.aux_state_weight * state_loss
+            window_aux.append((float(patch_loss.detach()), float(state_loss.detach())))
         optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainee.parameters(), cfg.grad_clip)
         optimizer.step()
         window_loss.append(float(output.loss.detach()))
-        window_acc.append(action_accuracy(output.logits.detach(), labels, n_patches, first_id, end_id))
+        window_acc.append(action_accuracy(output.logits.detach(), batch["labels"], n_patches, first_id,
+                                          end_id))
         step += 1
         if step % 25 == 0 or step == horizon or step == 1:
             elapsed = trained_s + time.monotonic() - loop_start
             acc = np.mean(window_acc, axis=0)  # [7]
+            aux = np.mean(window_aux, axis=0) if window_aux else (float("nan"), float("nan"))
             rows.append({"step": step, "loss": float(np.mean(window_loss)), "accuracy": float(acc.mean()),
                          "accuracy_xyz": float(acc[:3].mean()), "accuracy_gripper": float(acc[6]),
+                         "aux_patch": float(aux[0]), "aux_state": float(aux[1]),
                          "lr": lr, "elapsed_s": round(elapsed, 1)})
-            window_loss, window_acc = [], []
+            window_loss, window_acc, window_aux = [], [], []
             if step % 100 == 0 or step == horizon:
                 rate = (step - loop_step0) / max(1e-9, time.monotonic() - loop_start)
                 print(f"[train-demo] step {step}/{horizon} loss {rows[-1]['loss']:.4f} "
                       f"acc {rows[-1]['accuracy']:.3f} (xyz {rows[-1]['accuracy_xyz']:.3f}, gripper "
-                      f"{rows[-1]['accuracy_gripper']:.3f}) lr {lr:.2e} {rate:.2f} steps/s "
+                      f"{rows[-1]['accuracy_gripper']:.3f}) aux {rows[-1]['aux_patch']:.3f}/"
+                      f"{rows[-1]['aux_state']:.3f} lr {lr:.2e} {rate:.2f} steps/s "
                       f"eta {(horizon - step) / max(rate, 1e-9) / 60:.1f} min", flush=True)
         if time.monotonic() - last_save > 60.0 * save_every_min:
-            save_state(state_dir, model, optimizer, {"step": step, "horizon": horizon, "rows": rows,
+            save_state(state_dir, trainee, optimizer, {"step": step, "horizon": horizon, "rows": rows,
                                                      "trained_s": trained_s + time.monotonic() - loop_start})
             last_save = time.monotonic()
     trained_s += time.monotonic() - loop_start
-    save_state(state_dir, model, optimizer, {"step": step, "horizon": horizon, "rows": rows,
+    save_state(state_dir, trainee, optimizer, {"step": step, "horizon": horizon, "rows": rows,
                                              "trained_s": trained_s})
 
     model.eval()
