@@ -47,6 +47,11 @@ def test_checkpoint_has_the_openvla_layout_with_the_demo_statistics(trained):
     stats = json.loads((out / "dataset_statistics.json").read_text())
     assert stats[DATASET_KEY]["action"]["mask"] == [True] * 6 + [False]
     assert sum(f.stat().st_size for f in out.glob("*.safetensors")) < 25e6
+    # the auxiliary heads trained alongside (and kept in the resumable state) stay out of the checkpoint
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert not any(key.startswith("aux") for key in index)
+    assert any(key.startswith("aux.") for key in json.loads((work / "state" / "state.json").read_text())
+               ["adam_steps"])
 
 
 def test_training_log_records_a_falling_loss(trained):
@@ -56,6 +61,7 @@ def test_training_log_records_a_falling_loss(trained):
     summary = json.loads((out / train.CONFIG_FILE).read_text())
     assert summary["steps_done"] == 30
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 1.0  # the easy tokens are learnt at once
+    assert float(rows[-1]["aux_patch"]) < float(rows[0]["aux_patch"])  # auxiliary targets on by default
 
 
 def test_trained_checkpoint_loads_through_the_regular_policy(trained):
@@ -96,3 +102,5 @@ def test_bad_arguments_are_refused(capsys):
     assert train.main(["--minutes", "0"]) == 2
     assert train.main(["--image-size", "100"]) == 2
     assert "multiple of the patch size" in capsys.readouterr().err
+    assert train.main(["--aux-patch-weight", "-1"]) == 2
+    assert "auxiliary loss weights" in capsys.readouterr().err
