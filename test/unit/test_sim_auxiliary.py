@@ -99,3 +99,31 @@ def test_losses_are_smallest_for_the_true_targets():
     bad = auxiliary_losses(Heads, perfect.roll(1, 0), hidden.roll(1, 1), batch)
     assert good[1] == pytest.approx(0.0, abs=1e-9)
     assert good[0] < bad[0] and good[1] < bad[1]
+
+
+def test_binding_loss_reads_the_target_position_at_the_colour_word():
+    torch = pytest.importorskip("torch")
+    from vla_ros.sim.auxiliary import auxiliary_losses
+
+    world = TabletopWorld()
+    states = np.stack([world.reset(s).to_array() for s in range(4)])
+    targets = AuxiliaryTargets(SIZE).batch(states, np.zeros(4, np.int64))
+    batch = {k: torch.from_numpy(v) for k, v in targets.items()}
+    batch["prompt_ends"] = torch.tensor([3, 3, 3, 3])
+    batch["colour_ends"] = torch.tensor([0, 1, 2, 3])
+    heat = batch["heat"].clamp(1e-4, 1 - 1e-4)
+    patches = torch.cat([torch.log(heat / (1 - heat)), batch["relative"]], -1)
+
+    class Heads:
+        patch = staticmethod(lambda x: x)
+        state = staticmethod(lambda x: x)
+        binding = staticmethod(lambda x: x[:, :3])
+
+    last = torch.zeros(4, 4, STATE_DIMS)
+    last[:, 3] = batch["vectors"]
+    first_layer = batch["vectors"][None].expand(4, 4, STATE_DIMS).clone()  # row i's vector at position i
+    _, without = auxiliary_losses(Heads, patches, last, batch)
+    _, right = auxiliary_losses(Heads, patches, last, batch, layers=(None, first_layer))
+    _, wrong = auxiliary_losses(Heads, patches, last, batch, layers=(None, first_layer.roll(1, 1)))
+    assert without == pytest.approx(0.0, abs=1e-9) and right == pytest.approx(0.0, abs=1e-9)
+    assert wrong > 0.01

@@ -104,3 +104,29 @@ def test_bad_arguments_are_refused(capsys):
     assert "multiple of the patch size" in capsys.readouterr().err
     assert train.main(["--aux-patch-weight", "-1"]) == 2
     assert "auxiliary loss weights" in capsys.readouterr().err
+
+
+def test_position_embedding_init_is_a_readable_2d_code():
+    torch = pytest.importorskip("torch")
+    table = train.sincos_position_embedding(64, 32)[0]  # 8 x 8 grid
+    assert table.shape == (64, 32) and torch.isfinite(table).all()
+    distinct = torch.cdist(table, table) + torch.eye(64)
+    assert distinct.min() > 1e-3  # every patch has its own code
+    # neighbours are closer than far patches: the code is smooth in both grid directions
+    assert torch.dist(table[0], table[1]) < torch.dist(table[0], table[7])
+    assert torch.dist(table[0], table[8]) < torch.dist(table[0], table[56])
+    with_class = train.sincos_position_embedding(65, 32)[0]
+    assert torch.equal(with_class[0], torch.zeros(32)) and torch.allclose(with_class[1:], table)
+
+
+def test_colour_word_index_finds_the_named_colour_in_the_prompt(trained):
+    _, work = trained
+    loaded = load_vla(work / "template")
+    for text in ("pick up the purple cube", "hover over the yellow cylinder", "grab the red ball"):
+        ids = loaded.family.prompt_ids(loaded.tokenizer, text)
+        index = train.Batcher._colour_index(loaded, text, ids)
+        colour = next(w for w in text.split() if w in ("purple", "yellow", "red"))
+        piece = loaded.tokenizer.id_to_token(ids[index])
+        assert colour[-3:] in piece.lower(), (text, piece)
+    ids = loaded.family.prompt_ids(loaded.tokenizer, "wave")
+    assert train.Batcher._colour_index(loaded, "wave", ids) == len(ids) - 1

@@ -37,6 +37,7 @@ class VlaOutput:
     loss: torch.Tensor | None = None
     patches: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    layers: tuple[torch.Tensor, ...] | None = None  # embeddings, then each decoder layer's output
 
 
 class VlaModel(nn.Module):
@@ -91,7 +92,8 @@ class VlaModel(nn.Module):
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), full[:, 1:].flatten(),
                                    ignore_index=IGNORE_INDEX)
         if hidden:
-            return VlaOutput(logits=logits, loss=loss, patches=patches, hidden=out.hidden_states[-1])
+            return VlaOutput(logits=logits, loss=loss, patches=patches, hidden=out.hidden_states[-1],
+                             layers=tuple(out.hidden_states))
         return VlaOutput(logits=logits, loss=loss)
 
 

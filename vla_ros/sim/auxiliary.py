@@ -11,7 +11,9 @@ the checkpoint, give the model dense targets derived from the recorded world sta
   to find the named object's patches and read the vector there, one attention hop);
 - state head (on the LM's last hidden state at the last prompt token, where the first action token
   is predicted): the named target's and the gripper's positions, their difference, the opening and
-  whether the target is held.
+  whether the target is held;
+- binding head (on the first decoder layer's output at the instruction's colour word): the named
+  target's position, so that the word learns to look up its object among the patches in one hop.
 
 The checkpoint keeps exactly the released architecture; the heads shape what its features encode.
 """
@@ -27,6 +29,7 @@ N_OBJECT_TYPES = len(COLOURS) * len(SHAPES)
 PATCH_CHANNELS = N_OBJECT_TYPES + 2  # object types, fingertips, fingertips' ground point
 PATCH_OUTPUTS = PATCH_CHANNELS + 3  # heat channels, then the fingertips-to-object vector
 STATE_DIMS = 11  # target xyz, gripper xyz, target - gripper, opening, target held
+BINDING_LAYER = 1  # hidden_states index read by the binding head (output of the first decoder layer)
 WORKSPACE_CENTRE_M = np.array([0.45, 0.0, 0.08])
 WORKSPACE_SCALE_M = 0.1  # positions are (p - centre) / scale
 RELATIVE_SCALE_M = 0.05  # target - gripper is divided by this (finer: it decides the action)
@@ -104,12 +107,37 @@ def make_heads(hidden_size: int):
     heads = nn.Module()
     heads.patch = nn.Linear(hidden_size, PATCH_OUTPUTS)
     heads.state = nn.Linear(hidden_size, STATE_DIMS)
+    heads.binding = nn.Linear(hidden_size, 3)
     return heads
 
 
-def auxiliary_losses(heads, patches, hidden, batch: dict) -> tuple:
-    """(patch loss, state loss): BCE of the heat plus heat-weighted MSE of the per-patch vectors;
-    MSE of the state vector.
+def word_token_index(prompt_ids, ids_with_other_word: list[int]) -> int:
+    """Index of the last token of the word that differs between two prompts (the colour word)."""
+    a = 0
+    while a < min(len(prompt_ids), len(ids_with_other_word)) and prompt_ids[a] == ids_with_other_word[a]:
+        a += 1
+    b = 0
+    while (b < min(len(prompt_ids), len(ids_with_other_word)) - a
+           and prompt_ids[-1 - b] == ids_with_other_word[-1 - b]):
+        b += 1
+    return max(a, len(prompt_ids) - b - 1)
+
+
+def colour_word(instruction: str) -> tuple[str, str] | None:
+    """(the colour named in `instruction`, another colour to swap in), or None when none is named."""
+    words = instruction.lower().split()
+    for name in COLOURS:
+        if name in words:
+            other = next(c for c in COLOURS if c != name)
+            return name, other
+    return None
+
+
+def auxiliary_losses(heads, patches, hidden, batch: dict, layers=None) -> tuple:
+    """(patch loss, state loss): BCE of the heat (summed over channels: each channel's few positive
+    patches would otherwise barely count) plus 0.1 x the heat-weighted MSE of the per-patch vectors;
+    MSE of the state vector (plus, given `layers` and batch["colour_ends"], the MSE of the binding
+    head's target position read at the colour word after the first decoder layer).
 
     patches [B, P, H] projector output; hidden [B, L, H]; batch: prompt_ends [B] (spliced index of
     each row's last prompt token) and the tensors of `AuxiliaryTargets.batch`.
@@ -118,9 +146,12 @@ def auxiliary_losses(heads, patches, hidden, batch: dict) -> tuple:
     import torch.nn.functional as F
 
     out = heads.patch(patches)  # [B, P, C + 3]
-    heat_loss = F.binary_cross_entropy_with_logits(out[..., :PATCH_CHANNELS], batch["heat"])
+    heat_loss = F.binary_cross_entropy_with_logits(out[..., :PATCH_CHANNELS], batch["heat"]) * PATCH_CHANNELS
     squared = ((out[..., PATCH_CHANNELS:] - batch["relative"]) ** 2).mean(-1)  # [B, P]
     relative_loss = (squared * batch["weight"]).sum() / batch["weight"].sum().clamp_min(1e-6)
     picked = hidden[torch.arange(hidden.shape[0]), batch["prompt_ends"]]  # [B, H]
     state_loss = F.mse_loss(heads.state(picked), batch["vectors"])
-    return heat_loss + 0.2 * relative_loss, state_loss
+    if layers is not None and "colour_ends" in batch and hasattr(heads, "binding"):
+        word = layers[BINDING_LAYER][torch.arange(hidden.shape[0]), batch["colour_ends"]]  # [B, H]
+        state_loss = state_loss + F.mse_loss(heads.binding(word), batch["vectors"][:, :3])
+    return heat_loss + 0.1 * relative_loss, state_loss

@@ -70,6 +70,44 @@ class ExpertPolicy:
         return "scripted expert (simulator state)"
 
 
+class NoisyExpertPolicy(ExpertPolicy):
+    """The expert acting on positions seen with errors, as a policy that imitates it from images would.
+
+    Each call, the gripper's and every object's position get fresh Gaussian noise (`noise_m` per axis)
+    plus a bias drawn once per episode (`bias_m`, each object its own); the true state is never changed.
+    A new episode is detected from the sim's clock going back to zero.
+    """
+
+    def __init__(self, world: TabletopWorld, noise_m: float = 0.01, bias_m: float = 0.0, seed: int = 0,
+                 config: ExpertConfig | None = None) -> None:
+        super().__init__(world, config)
+        self.noise_m, self.bias_m = noise_m, bias_m
+        self.rng = np.random.default_rng(seed)
+        self.bias = np.zeros((0, 3))
+        self.last_stamp = float("inf")
+
+    def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
+        truth = self.world.state
+        if observation.stamp <= self.last_stamp or len(self.bias) != len(truth.objects) + 1:
+            self.bias = self.rng.normal(0.0, self.bias_m, (len(truth.objects) + 1, 3))
+        self.last_stamp = observation.stamp
+        seen = truth.copy()
+        seen.gripper_position = truth.gripper_position + self.bias[-1] + self.rng.normal(0.0, self.noise_m, 3)
+        for i, (obj, bias) in enumerate(zip(seen.objects, self.bias)):
+            if i != seen.held:  # a held object moves with the gripper
+                obj.position = obj.position + np.append(bias[:2] + self.rng.normal(0.0, self.noise_m, 2), 0.0)
+        task = parse_instruction(instruction.text, truth)
+        if task is None:
+            action = np.array([0, 0, 0, 0, 0, 0, truth.gripper_opening], np.float64)
+        else:
+            action = expert_action(seen, task, self.config)
+        return ActionChunk(action[None, :], observation.stamp, instruction.text)
+
+    def describe(self) -> str:
+        return (f"scripted expert seeing positions with {100 * self.noise_m:g} cm noise and "
+                f"{100 * self.bias_m:g} cm bias")
+
+
 ActionHook = Callable[[Observation, Instruction, Task, ActionChunk], None]
 
 
@@ -299,8 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "scheduler and safety filter as vla_node, on sim time, without ROS.")
     parser.add_argument("--episodes", type=int, default=50, help="number of episodes (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="first scene seed (default 0)")
-    parser.add_argument("--policy", choices=("model", "expert"), default="model",
-                        help="model: the VLA checkpoint; expert: the scripted expert (tests the harness)")
+    parser.add_argument("--policy", choices=("model", "expert", "noisy-expert"), default="model",
+                        help="model: the VLA checkpoint; expert: the scripted expert (tests the harness); "
+                             "noisy-expert: the expert seeing positions with errors (how imitable it is)")
+    parser.add_argument("--noise-m", type=float, default=0.01,
+                        help="noisy-expert: per-call position noise per axis [m] (default 0.01)")
+    parser.add_argument("--bias-m", type=float, default=0.0,
+                        help="noisy-expert: per-episode position bias per axis [m] (default 0)")
     parser.add_argument("--checkpoint", default="", help="checkpoint directory; empty = embedded demo model")
     parser.add_argument("--backend", default="", choices=("", "torch", "onnxruntime", "tensorrt"),
                         help="inference backend (default: the config's, torch)")
@@ -339,12 +382,18 @@ def main(argv: list[str]) -> int:
     if args.episodes < 1 or args.max_actions < 1:
         print("eval-demo: --episodes and --max-actions must be at least 1", file=sys.stderr)
         return 2
+    if not (0.0 <= args.noise_m <= 0.1 and 0.0 <= args.bias_m <= 0.1):
+        print("eval-demo: --noise-m and --bias-m must be in 0..0.1 m", file=sys.stderr)
+        return 2
     try:
         node_cfg = load_node_config(args.config, args.robot_profile)
         harness = harness_from_config(node_cfg)
         if args.policy == "expert":
             def factory(world: TabletopWorld) -> Policy:
                 return ExpertPolicy(world)
+        elif args.policy == "noisy-expert":
+            def factory(world: TabletopWorld) -> Policy:
+                return NoisyExpertPolicy(world, args.noise_m, args.bias_m, args.seed)
         else:
             model_policy = load_model_policy(args.checkpoint, args.backend, node_cfg)
 

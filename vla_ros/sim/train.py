@@ -31,11 +31,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vla_ros.runtime.factory import DEMO_CHECKPOINT
 from vla_ros.sim.dataset import DATASET_KEY, STATS_FILE, DemoDataset, collect, normalize_actions
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_OUT = DEMO_CHECKPOINT  # where the node finds the embedded demo model
 DEFAULT_WORK = Path("build") / "train_demo"
@@ -66,7 +70,7 @@ class TrainConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    aux_patch_weight: float = 5.0  # auxiliary per-patch heat-map loss (0 = cross entropy only)
+    aux_patch_weight: float = 1.0  # auxiliary per-patch heat-map loss (0 = cross entropy only)
     aux_state_weight: float = 1.0  # auxiliary target/gripper position loss at the last prompt token
     steps: int = 9600  # planned steps (the schedule's horizon unless the time box is shorter)
     minutes: float = 45.0  # wall-clock budget of the whole run
@@ -77,7 +81,7 @@ class TrainConfig:
     def data_key(self, resize_method: str) -> str:
         """Identifies the demonstrations (cache directory name)."""
         text = json.dumps({"episodes": self.episodes, "seed": self.seed, "image_size": self.image_size,
-                           "resize": resize_method, "version": 2})
+                           "resize": resize_method, "version": 3})
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -147,11 +151,28 @@ def reinitialize(model, seed: int) -> None:
         for name, p in model.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "pos_embed":
-                nn.init.trunc_normal_(p, std=0.02)
+                p.copy_(sincos_position_embedding(p.shape[1], p.shape[2]))
             elif leaf in ("cls_token", "reg_token"):
                 nn.init.normal_(p, std=1e-6)
             elif leaf == "gamma":
                 p.fill_(0.1)
+
+
+def sincos_position_embedding(rows: int, dim: int, amplitude: float = 0.5) -> torch.Tensor:
+    """2-D sine-cosine position embedding [1, rows, dim] over a square patch grid (a leading class
+    row, when rows is one more than a square, gets zeros): coordinates the towers can read at once."""
+    import torch
+
+    grid = int(round(math.sqrt(rows)))
+    prefix = rows - grid * grid
+    quarter = dim // 4
+    omega = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64) / max(1, quarter))  # [D/4]
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    parts = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]  # 4 x [G*G, D/4]
+    table = torch.zeros(rows, dim, dtype=torch.float64)
+    table[prefix:, :4 * quarter] = torch.cat(parts, dim=1)
+    return (amplitude * table)[None].float()
 
 
 class Batcher:
@@ -167,11 +188,23 @@ class Batcher:
         prompts = {text: loaded.family.prompt_ids(loaded.tokenizer, text)
                    for text in set(dataset.instructions)}
         self.prompt_ids = [prompts[text] for text in dataset.instructions]
+        self.colour_index = {text: self._colour_index(loaded, text, ids) for text, ids in prompts.items()}
         self.action_ids = self.action_tokenizer.encode(normalize_actions(dataset.actions, stats))  # [N, 7]
         self.pad_id = int(loaded.config.pad_token_id or 0)
         self.max_prompt = max(len(p) for p in prompts.values())
         self.auxiliary = auxiliary if dataset.states is not None and dataset.targets is not None else None
         self.n_patches = (loaded.preprocess.image_size // 14) ** 2
+
+    @staticmethod
+    def _colour_index(loaded, text: str, ids: list[int]) -> int:
+        """Prompt index of the colour word's last token (the last prompt token when none is named)."""
+        from vla_ros.sim.auxiliary import colour_word, word_token_index
+
+        names = colour_word(text)
+        if names is None:
+            return len(ids) - 1
+        swapped = " ".join(names[1] if w == names[0] else w for w in text.split())
+        return word_token_index(ids, loaded.family.prompt_ids(loaded.tokenizer, swapped))
 
     def __call__(self, rows: np.ndarray) -> dict:
         import torch
@@ -199,6 +232,8 @@ class Batcher:
             # the last prompt token's index once the patches are spliced in after BOS
             ends = [len(self.prompt_ids[row]) - 1 + self.n_patches for row in rows]
             batch["prompt_ends"] = torch.tensor(ends)
+            batch["colour_ends"] = torch.tensor([self.colour_index[self.dataset.instructions[row]] - 1
+                                                 + self.n_patches for row in rows])
         return batch
 
 
@@ -467,7 +502,8 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
         output = model(batch["pixels"], batch["ids"], batch["mask"], batch["labels"], hidden=use_aux)
         loss = output.loss
         if use_aux:
-            patch_loss, state_loss = auxiliary_losses(trainee["aux"], output.patches, output.hidden, batch)
+            patch_loss, state_loss = auxiliary_losses(trainee["aux"], output.patches, output.hidden, batch,
+                                                     output.layers)
             loss = loss + cfg.aux_patch_weight * patch_loss + cfg.aux_state_weight * state_loss
             window_aux.append((float(patch_loss.detach()), float(state_loss.detach())))
         optimizer.zero_grad(set_to_none=True)
