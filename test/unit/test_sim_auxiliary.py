@@ -127,3 +127,35 @@ def test_binding_loss_reads_the_target_position_at_the_colour_word():
     _, wrong = auxiliary_losses(Heads, patches, last, batch, layers=(None, first_layer.roll(1, 1)))
     assert without == pytest.approx(0.0, abs=1e-9) and right == pytest.approx(0.0, abs=1e-9)
     assert wrong > 0.01
+
+
+def test_attention_targets_reward_looking_at_the_named_object_and_its_word():
+    torch = pytest.importorskip("torch")
+    from vla_ros.sim.auxiliary import attention_loss
+
+    world = TabletopWorld()
+    states = np.stack([world.reset(s).to_array() for s in range(2)])
+    targets = AuxiliaryTargets(SIZE).batch(states, np.array([0, 1]))
+    n_patches = targets["heat"].shape[1]
+    assert np.allclose(targets["target_heat"].sum(1), 1.0)
+    length = 1 + n_patches + 12
+    colour, last = 1 + n_patches + 3, 1 + n_patches + 4
+    batch = {"target_heat": torch.from_numpy(targets["target_heat"]),
+             "colour_ends": torch.tensor([colour, colour]), "prompt_ends": torch.tensor([last, last])}
+
+    def attentions(look_at_object: bool, read_word: bool):
+        layers = []
+        for _ in range(2):
+            a = torch.full((2, 2, length, length), 1.0 / length)
+            layers.append(a)
+        if look_at_object:
+            layers[0][:, 0, colour] = 0.0
+            layers[0][:, 0, colour, 1:1 + n_patches] = batch["target_heat"]
+        if read_word:
+            layers[1][:, 0, last:last + 7] = 0.0
+            layers[1][:, 0, last:last + 7, colour] = 1.0
+        return tuple(layers)
+
+    good = attention_loss(attentions(True, True), batch, n_patches)
+    assert good < attention_loss(attentions(False, True), batch, n_patches)
+    assert good < attention_loss(attentions(True, False), batch, n_patches)

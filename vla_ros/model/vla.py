@@ -38,6 +38,7 @@ class VlaOutput:
     patches: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     layers: tuple[torch.Tensor, ...] | None = None  # embeddings, then each decoder layer's output
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, heads, L, L] (eager attention only)
 
 
 class VlaModel(nn.Module):
@@ -74,7 +75,7 @@ class VlaModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                hidden: bool = False) -> VlaOutput:
+                hidden: bool = False, attentions: bool = False) -> VlaOutput:
         """Teacher-forced forward through transformers' own LM forward (padding via attention_mask)."""
         patches = self.patch_embeddings(pixel_values)
         embeds = self.splice(self.language_model.get_input_embeddings()(input_ids), patches)
@@ -82,8 +83,9 @@ class VlaModel(nn.Module):
         if attention_mask is not None:
             ones = torch.ones(patches.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
             mask = self.splice(attention_mask[..., None], ones[..., None])[..., 0]
+        extra = {"output_attentions": True} if attentions else {}
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
-                                  output_hidden_states=hidden)
+                                  output_hidden_states=hidden, **extra)
         logits = out.logits
         loss = None
         if labels is not None:
@@ -93,7 +95,8 @@ class VlaModel(nn.Module):
                                    ignore_index=IGNORE_INDEX)
         if hidden:
             return VlaOutput(logits=logits, loss=loss, patches=patches, hidden=out.hidden_states[-1],
-                             layers=tuple(out.hidden_states))
+                             layers=tuple(out.hidden_states),
+                             attentions=tuple(out.attentions) if attentions else None)
         return VlaOutput(logits=logits, loss=loss)
 
 

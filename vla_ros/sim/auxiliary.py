@@ -13,7 +13,10 @@ the checkpoint, give the model dense targets derived from the recorded world sta
   is predicted): the named target's and the gripper's positions, their difference, the opening and
   whether the target is held;
 - binding head (on the first decoder layer's output at the instruction's colour word): the named
-  target's position, so that the word learns to look up its object among the patches in one hop.
+  target's position, so that the word learns to look up its object among the patches in one hop;
+- attention targets: in the first decoder layer, head 0 at the colour word attends to the named
+  object's patches (its heat map); in the second, head 0 at every position that predicts an action
+  token attends to the colour word. Cross entropy on those attention rows, no extra weights.
 
 The checkpoint keeps exactly the released architecture; the heads shape what its features encode.
 """
@@ -30,6 +33,7 @@ PATCH_CHANNELS = N_OBJECT_TYPES + 2  # object types, fingertips, fingertips' gro
 PATCH_OUTPUTS = PATCH_CHANNELS + 3  # heat channels, then the fingertips-to-object vector
 STATE_DIMS = 11  # target xyz, gripper xyz, target - gripper, opening, target held
 BINDING_LAYER = 1  # hidden_states index read by the binding head (output of the first decoder layer)
+LOOKUP_LAYER, READOUT_LAYER = 0, 1  # decoder layers whose head 0 gets the attention targets
 WORKSPACE_CENTRE_M = np.array([0.45, 0.0, 0.08])
 WORKSPACE_SCALE_M = 0.1  # positions are (p - centre) / scale
 RELATIVE_SCALE_M = 0.05  # target - gripper is divided by this (finer: it decides the action)
@@ -88,10 +92,16 @@ class AuxiliaryTargets:
                                [state[4], held]]).astype(np.float32)
 
     def batch(self, states: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        """heat [B, P, C], relative [B, P, 3], weight [B, P] and vectors [B, STATE_DIMS]."""
+        """heat [B, P, C], relative [B, P, 3], weight [B, P], vectors [B, STATE_DIMS] and target_heat
+        [B, P] (the named object's heat, summing to 1: where its colour word should look)."""
         heat, relative, weight = (np.stack(parts) for parts in zip(*(self.patch_targets(s) for s in states)))
         vectors = np.stack([self.state_vector(s, t) for s, t in zip(states, targets)])
-        return {"heat": heat, "relative": relative, "weight": weight, "vectors": vectors}
+        rows = [STATE_GRIPPER_FIELDS + STATE_OBJECT_FIELDS * int(t) for t in targets]
+        channels = [int(s[r]) * len(SHAPES) + int(s[r + 1]) for s, r in zip(states, rows)]
+        target_heat = heat[np.arange(len(states)), :, channels]  # [B, P]
+        target_heat = target_heat / np.maximum(target_heat.sum(1, keepdims=True), 1e-6)
+        return {"heat": heat, "relative": relative, "weight": weight, "vectors": vectors,
+                "target_heat": target_heat.astype(np.float32)}
 
 
 def _objects(state: np.ndarray) -> list[np.ndarray]:
@@ -155,3 +165,21 @@ def auxiliary_losses(heads, patches, hidden, batch: dict, layers=None) -> tuple:
         word = layers[BINDING_LAYER][torch.arange(hidden.shape[0]), batch["colour_ends"]]  # [B, H]
         state_loss = state_loss + F.mse_loss(heads.binding(word), batch["vectors"][:, :3])
     return heat_loss + 0.1 * relative_loss, state_loss
+
+
+def attention_loss(attentions, batch: dict, n_patches: int, n_actions: int = 7):
+    """Cross entropy of two attention rows against where they should look (see the module docstring).
+
+    attentions: per decoder layer [B, heads, L, L] over the spliced sequence (patches at 1..P);
+    batch: colour_ends, prompt_ends [B] and target_heat [B, P].
+    """
+    import torch
+
+    rows = torch.arange(batch["colour_ends"].shape[0])
+    lookup = attentions[LOOKUP_LAYER][rows, 0, batch["colour_ends"], 1:1 + n_patches]  # [B, P]
+    lookup_loss = -(batch["target_heat"] * torch.log(lookup + 1e-6)).sum(1).mean()
+    steps = batch["prompt_ends"][:, None] + torch.arange(n_actions)  # [B, 7] positions predicting actions
+    layer = attentions[min(READOUT_LAYER, len(attentions) - 1)]  # a one-layer LM reads out in its only layer
+    readout = layer[rows[:, None], 0, steps, batch["colour_ends"][:, None]]  # [B, 7]
+    readout_loss = -torch.log(readout + 1e-6).mean()
+    return lookup_loss + readout_loss

@@ -43,6 +43,8 @@ class NoiseConfig:
     translation_sigma_m: tuple[float, float] = (0.004, 0.012)  # per-episode sigma drawn in this range
     push_probability: float = 0.06  # per action: a 2-4 cm shove in a random horizontal direction
     early_close_probability: float = 0.03  # per action, while open and not at the object: close
+    low_close_probability: float = 0.2  # per action, while open, low and not yet centred: close (a miss)
+    low_close_height_m: float = 0.035  # "low": fingertips below this
 
 
 @dataclass
@@ -185,9 +187,11 @@ class CollectingPolicy:
             if self.rng.random() < self.noise.push_probability:
                 angle = self.rng.uniform(0, 2 * math.pi)
                 executed[:2] = self.rng.uniform(0.02, 0.04) * np.array([math.cos(angle), math.sin(angle)])
-            if (state.held < 0 and label[6] > 0.5 and state.gripper_opening > 0.9
-                    and self.rng.random() < self.noise.early_close_probability):
-                executed[6] = 0.0
+            if state.held < 0 and label[6] > 0.5 and state.gripper_opening > 0.9:
+                low = state.gripper_position[2] < self.noise.low_close_height_m
+                chance = self.noise.low_close_probability if low else self.noise.early_close_probability
+                if self.rng.random() < chance:  # a close the expert would not make: a miss to recover from
+                    executed[6] = 0.0
         return ActionChunk(executed[None, :], observation.stamp, instruction.text)
 
     def describe(self) -> str:

@@ -72,6 +72,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     aux_patch_weight: float = 1.0  # auxiliary per-patch heat-map loss (0 = cross entropy only)
     aux_state_weight: float = 1.0  # auxiliary target/gripper position loss at the last prompt token
+    aux_attention_weight: float = 0.5  # attention targets: colour word -> its object, actions -> colour word
     steps: int = 9600  # planned steps (the schedule's horizon unless the time box is shorter)
     minutes: float = 45.0  # wall-clock budget of the whole run
     threads: int = 2
@@ -81,7 +82,7 @@ class TrainConfig:
     def data_key(self, resize_method: str) -> str:
         """Identifies the demonstrations (cache directory name)."""
         text = json.dumps({"episodes": self.episodes, "seed": self.seed, "image_size": self.image_size,
-                           "resize": resize_method, "version": 3})
+                           "resize": resize_method, "version": 4})
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -354,8 +355,9 @@ def plot_log(rows: list[dict], path: Path) -> None:
 
 def write_log(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss", "accuracy", "accuracy_xyz", "accuracy_gripper",
-                                               "aux_patch", "aux_state", "lr", "elapsed_s"], restval="")
+        fields = ["step", "loss", "accuracy", "accuracy_xyz", "accuracy_gripper", "aux_patch", "aux_state",
+                  "aux_attention", "lr", "elapsed_s"]
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -383,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-heads", type=int, default=d.llm_heads)
     p.add_argument("--aux-patch-weight", type=float, default=d.aux_patch_weight,
                    help="weight of the auxiliary per-patch heat-map loss (0 = off)")
+    p.add_argument("--aux-attention-weight", type=float, default=d.aux_attention_weight,
+                   help="weight of the attention targets (colour word -> object, actions -> word; 0 = off)")
     p.add_argument("--aux-state-weight", type=float, default=d.aux_state_weight,
                    help="weight of the auxiliary target/gripper position loss (0 = off)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
@@ -402,7 +406,7 @@ def main(argv: list[str]) -> int:
     if args.minutes <= 0 or args.steps < 1 or args.episodes < 2 or args.batch_size < 1:
         print("train-demo: --minutes, --steps, --episodes and --batch-size must be positive", file=sys.stderr)
         return 2
-    if args.aux_patch_weight < 0 or args.aux_state_weight < 0:
+    if args.aux_patch_weight < 0 or args.aux_state_weight < 0 or args.aux_attention_weight < 0:
         print("train-demo: the auxiliary loss weights must be >= 0", file=sys.stderr)
         return 2
     if args.image_size % 14:
@@ -413,7 +417,7 @@ def main(argv: list[str]) -> int:
                       llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, llm_heads=args.llm_heads,
                       batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       steps=args.steps, minutes=args.minutes, aux_patch_weight=args.aux_patch_weight,
-                      aux_state_weight=args.aux_state_weight,
+                      aux_state_weight=args.aux_state_weight, aux_attention_weight=args.aux_attention_weight,
                       threads=args.threads, workers=args.workers)
     return train(cfg, Path(args.out), Path(args.work), args.resume, args.eval_episodes, args.save_every_min)
 
@@ -425,7 +429,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
     from torch import nn
 
     from vla_ros.model.loader import load_vla
-    from vla_ros.sim.auxiliary import AuxiliaryTargets, auxiliary_losses, make_heads
+    from vla_ros.sim.auxiliary import AuxiliaryTargets, attention_loss, auxiliary_losses, make_heads
 
     started = time.monotonic()
     deadline = started + 60.0 * cfg.minutes
@@ -456,7 +460,11 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
     model.train()
     reinitialize(model, cfg.seed)
     first_id, end_id = loaded.action_tokenizer.first_id, loaded.action_tokenizer.vocab_end
-    use_aux = (cfg.aux_patch_weight > 0 or cfg.aux_state_weight > 0) and dataset.states is not None
+    use_aux = (cfg.aux_patch_weight > 0 or cfg.aux_state_weight > 0 or cfg.aux_attention_weight > 0) \
+        and dataset.states is not None
+    use_attention = use_aux and cfg.aux_attention_weight > 0
+    if use_attention:  # attention weights are only returned by the eager implementation
+        model.language_model.set_attn_implementation("eager")
     batcher = Batcher(dataset, loaded, stats, AuxiliaryTargets(cfg.image_size) if use_aux else None)
     n_params = sum(p.numel() for p in model.parameters())
     # What the optimizer trains and the state files hold: the model plus the training-only heads.
@@ -499,13 +507,17 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
             group["lr"] = lr
         rows_idx = np.random.default_rng([cfg.seed, step]).integers(0, len(dataset), cfg.batch_size)
         batch = batcher(rows_idx)
-        output = model(batch["pixels"], batch["ids"], batch["mask"], batch["labels"], hidden=use_aux)
+        output = model(batch["pixels"], batch["ids"], batch["mask"], batch["labels"], hidden=use_aux,
+                       attentions=use_attention)
         loss = output.loss
         if use_aux:
             patch_loss, state_loss = auxiliary_losses(trainee["aux"], output.patches, output.hidden, batch,
                                                      output.layers)
             loss = loss + cfg.aux_patch_weight * patch_loss + cfg.aux_state_weight * state_loss
-            window_aux.append((float(patch_loss.detach()), float(state_loss.detach())))
+            att_loss = attention_loss(output.attentions, batch, n_patches) if use_attention \
+                else torch.zeros(())
+            loss = loss + cfg.aux_attention_weight * att_loss
+            window_aux.append(tuple(float(x.detach()) for x in (patch_loss, state_loss, att_loss)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainee.parameters(), cfg.grad_clip)
@@ -517,10 +529,11 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
         if step % 25 == 0 or step == horizon or step == 1:
             elapsed = trained_s + time.monotonic() - loop_start
             acc = np.mean(window_acc, axis=0)  # [7]
-            aux = np.mean(window_aux, axis=0) if window_aux else (float("nan"), float("nan"))
+            aux = np.mean(window_aux, axis=0) if window_aux else (float("nan"),) * 3
             rows.append({"step": step, "loss": float(np.mean(window_loss)), "accuracy": float(acc.mean()),
                          "accuracy_xyz": float(acc[:3].mean()), "accuracy_gripper": float(acc[6]),
                          "aux_patch": float(aux[0]), "aux_state": float(aux[1]),
+                         "aux_attention": float(aux[2]),
                          "lr": lr, "elapsed_s": round(elapsed, 1)})
             window_loss, window_acc, window_aux = [], [], []
             if step % 100 == 0 or step == horizon:
@@ -528,13 +541,16 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
                 print(f"[train-demo] step {step}/{horizon} loss {rows[-1]['loss']:.4f} "
                       f"acc {rows[-1]['accuracy']:.3f} (xyz {rows[-1]['accuracy_xyz']:.3f}, gripper "
                       f"{rows[-1]['accuracy_gripper']:.3f}) aux {rows[-1]['aux_patch']:.3f}/"
-                      f"{rows[-1]['aux_state']:.3f} lr {lr:.2e} {rate:.2f} steps/s "
+                      f"{rows[-1]['aux_state']:.3f}/{rows[-1]['aux_attention']:.3f} lr {lr:.2e} "
+                      f"{rate:.2f} steps/s "
                       f"eta {(horizon - step) / max(rate, 1e-9) / 60:.1f} min", flush=True)
         if time.monotonic() - last_save > 60.0 * save_every_min:
             save_state(state_dir, trainee, optimizer, {"step": step, "horizon": horizon, "rows": rows,
                                                      "trained_s": trained_s + time.monotonic() - loop_start})
             last_save = time.monotonic()
     trained_s += time.monotonic() - loop_start
+    if use_attention:
+        model.language_model.set_attn_implementation("sdpa")
     save_state(state_dir, trainee, optimizer, {"step": step, "horizon": horizon, "rows": rows,
                                              "trained_s": trained_s})
 
