@@ -8,8 +8,10 @@ tokens only, AdamW, linear warm-up and cosine decay. The architecture is the rea
 model package's tiny checkpoint factory (which also trains the `tokenizers` BPE tokenizer) and saved
 in the OpenVLA HF layout, so the result loads through the same loader and Policy as a released
 checkpoint. Unlike OpenVLA, which starts from pretrained towers and LLM, the demo model starts from
-random weights, so two training-only linear heads add auxiliary targets from the recorded sim state
-(where each object and the gripper are; `vla_ros.sim.auxiliary`); they are not saved.
+random weights, so training-only linear heads and attention targets add auxiliary targets from the
+recorded sim state (where each object and the gripper are, which patches the colour word should look
+at; `vla_ros.sim.auxiliary`); they are not saved. The ViT position embeddings start as a 2-D
+sine-cosine code.
 
 Time-boxed and resumable: `--minutes` bounds the whole run (data collection included); the state
 (weights, optimizer, step) is saved in the work directory every few minutes and at the end, and
