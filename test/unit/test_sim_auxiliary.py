@@ -78,25 +78,35 @@ def test_state_vector_describes_the_named_target_and_the_gripper():
         assert v[9] == pytest.approx(0.5) and v[10] == float(target == 1)
 
 
-def test_losses_are_smallest_for_the_true_targets():
-    torch = pytest.importorskip("torch")
-    from vla_ros.sim.auxiliary import auxiliary_losses
+def true_targets_batch(prompt_ends: list[int]):
+    """A batch of 4 scenes (target 0) as tensors, and per-patch "features" that are exactly the true
+    heat logits and vectors."""
+    import torch
 
     world = TabletopWorld()
     states = np.stack([world.reset(s).to_array() for s in range(4)])
     targets = AuxiliaryTargets(SIZE).batch(states, np.zeros(4, np.int64))
     batch = {k: torch.from_numpy(v) for k, v in targets.items()}
-    batch["prompt_ends"] = torch.tensor([0, 1, 2, 3])
+    batch["prompt_ends"] = torch.tensor(prompt_ends)
     heat = batch["heat"].clamp(1e-4, 1 - 1e-4)
     perfect = torch.cat([torch.log(heat / (1 - heat)), batch["relative"]], -1)  # logits + vectors
+    return batch, perfect
 
-    class Heads:  # identity heads: the "features" are the head outputs themselves
-        patch = staticmethod(lambda x: x)
-        state = staticmethod(lambda x: x)
 
+class IdentityHeads:  # the "features" are the head outputs themselves
+    patch = staticmethod(lambda x: x)
+    state = staticmethod(lambda x: x)
+    binding = staticmethod(lambda x: x[:, :3])
+
+
+def test_losses_are_smallest_for_the_true_targets():
+    pytest.importorskip("torch")
+    from vla_ros.sim.auxiliary import auxiliary_losses
+
+    batch, perfect = true_targets_batch([0, 1, 2, 3])
     hidden = batch["vectors"][None].expand(4, 4, STATE_DIMS).clone()  # row i's vector at position i
-    good = auxiliary_losses(Heads, perfect, hidden, batch)
-    bad = auxiliary_losses(Heads, perfect.roll(1, 0), hidden.roll(1, 1), batch)
+    good = auxiliary_losses(IdentityHeads, perfect, hidden, batch)
+    bad = auxiliary_losses(IdentityHeads, perfect.roll(1, 0), hidden.roll(1, 1), batch)
     assert good[1] == pytest.approx(0.0, abs=1e-9)
     assert good[0] < bad[0] and good[1] < bad[1]
 
@@ -105,26 +115,14 @@ def test_binding_loss_reads_the_target_position_at_the_colour_word():
     torch = pytest.importorskip("torch")
     from vla_ros.sim.auxiliary import auxiliary_losses
 
-    world = TabletopWorld()
-    states = np.stack([world.reset(s).to_array() for s in range(4)])
-    targets = AuxiliaryTargets(SIZE).batch(states, np.zeros(4, np.int64))
-    batch = {k: torch.from_numpy(v) for k, v in targets.items()}
-    batch["prompt_ends"] = torch.tensor([3, 3, 3, 3])
+    batch, patches = true_targets_batch([3, 3, 3, 3])
     batch["colour_ends"] = torch.tensor([0, 1, 2, 3])
-    heat = batch["heat"].clamp(1e-4, 1 - 1e-4)
-    patches = torch.cat([torch.log(heat / (1 - heat)), batch["relative"]], -1)
-
-    class Heads:
-        patch = staticmethod(lambda x: x)
-        state = staticmethod(lambda x: x)
-        binding = staticmethod(lambda x: x[:, :3])
-
     last = torch.zeros(4, 4, STATE_DIMS)
     last[:, 3] = batch["vectors"]
     first_layer = batch["vectors"][None].expand(4, 4, STATE_DIMS).clone()  # row i's vector at position i
-    _, without = auxiliary_losses(Heads, patches, last, batch)
-    _, right = auxiliary_losses(Heads, patches, last, batch, layers=(None, first_layer))
-    _, wrong = auxiliary_losses(Heads, patches, last, batch, layers=(None, first_layer.roll(1, 1)))
+    _, without = auxiliary_losses(IdentityHeads, patches, last, batch)
+    _, right = auxiliary_losses(IdentityHeads, patches, last, batch, layers=(None, first_layer))
+    _, wrong = auxiliary_losses(IdentityHeads, patches, last, batch, layers=(None, first_layer.roll(1, 1)))
     assert without == pytest.approx(0.0, abs=1e-9) and right == pytest.approx(0.0, abs=1e-9)
     assert wrong > 0.01
 
@@ -144,10 +142,7 @@ def test_attention_targets_reward_looking_at_the_named_object_and_its_word():
              "colour_ends": torch.tensor([colour, colour]), "prompt_ends": torch.tensor([last, last])}
 
     def attentions(look_at_object: bool, read_word: bool):
-        layers = []
-        for _ in range(2):
-            a = torch.full((2, 2, length, length), 1.0 / length)
-            layers.append(a)
+        layers = [torch.full((2, 2, length, length), 1.0 / length) for _ in range(2)]
         if look_at_object:
             layers[0][:, 0, colour] = 0.0
             layers[0][:, 0, colour, 1:1 + n_patches] = batch["target_heat"]

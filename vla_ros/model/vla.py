@@ -36,9 +36,13 @@ class VlaOutput:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     patches: torch.Tensor | None = None
-    hidden: torch.Tensor | None = None
-    layers: tuple[torch.Tensor, ...] | None = None  # embeddings, then each decoder layer's output
+    layers: tuple[torch.Tensor, ...] | None = None  # embeddings, each decoder layer's output, the last normed
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer [B, heads, L, L] (eager attention only)
+
+    @property
+    def hidden(self) -> torch.Tensor | None:
+        """The LM's last (normed) hidden states [B, L, H]."""
+        return None if self.layers is None else self.layers[-1]
 
 
 class VlaModel(nn.Module):
@@ -94,8 +98,7 @@ class VlaModel(nn.Module):
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), full[:, 1:].flatten(),
                                    ignore_index=IGNORE_INDEX)
         if hidden:
-            return VlaOutput(logits=logits, loss=loss, patches=patches, hidden=out.hidden_states[-1],
-                             layers=tuple(out.hidden_states),
+            return VlaOutput(logits=logits, loss=loss, patches=patches, layers=tuple(out.hidden_states),
                              attentions=tuple(out.attentions) if attentions else None)
         return VlaOutput(logits=logits, loss=loss)
 

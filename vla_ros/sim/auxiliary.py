@@ -133,13 +133,13 @@ def word_token_index(prompt_ids, ids_with_other_word: list[int]) -> int:
     return max(a, len(prompt_ids) - b - 1)
 
 
-def colour_word(instruction: str) -> tuple[str, str] | None:
-    """(the colour named in `instruction`, another colour to swap in), or None when none is named."""
-    words = instruction.lower().split()
-    for name in COLOURS:
-        if name in words:
-            other = next(c for c in COLOURS if c != name)
-            return name, other
+def with_other_colour(instruction: str) -> str | None:
+    """`instruction` with its colour word replaced by another colour, or None when it names none."""
+    words = instruction.split()
+    for i, word in enumerate(words):
+        if word.lower() in COLOURS:
+            other = next(c for c in COLOURS if c != word.lower())
+            return " ".join(words[:i] + [other] + words[i + 1:])
     return None
 
 
@@ -161,7 +161,7 @@ def auxiliary_losses(heads, patches, hidden, batch: dict, layers=None) -> tuple:
     relative_loss = (squared * batch["weight"]).sum() / batch["weight"].sum().clamp_min(1e-6)
     picked = hidden[torch.arange(hidden.shape[0]), batch["prompt_ends"]]  # [B, H]
     state_loss = F.mse_loss(heads.state(picked), batch["vectors"])
-    if layers is not None and "colour_ends" in batch and hasattr(heads, "binding"):
+    if layers is not None and "colour_ends" in batch:
         word = layers[BINDING_LAYER][torch.arange(hidden.shape[0]), batch["colour_ends"]]  # [B, H]
         state_loss = state_loss + F.mse_loss(heads.binding(word), batch["vectors"][:, :3])
     return heat_loss + 0.1 * relative_loss, state_loss

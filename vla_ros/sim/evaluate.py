@@ -27,7 +27,7 @@ from vla_ros.schema import ConfigError
 from vla_ros.sim.expert import ExpertConfig, expert_action
 from vla_ros.sim.render import CameraConfig, Renderer
 from vla_ros.sim.tasks import TASK_KINDS, Task, is_success, parse_instruction, sample_task
-from vla_ros.sim.world import TabletopWorld, WorldConfig
+from vla_ros.sim.world import TabletopWorld, WorldConfig, WorldState
 from vla_ros.types import ActionChunk, Instruction, Observation, Policy
 
 DEFAULT_MAX_ACTIONS = 40  # policy calls per episode before it counts as a failure (8 s at 0.2 s)
@@ -63,8 +63,12 @@ class ExpertPolicy:
         if task is None:  # nothing it understands: stay put, keep the gripper
             action = np.array([0, 0, 0, 0, 0, 0, self.world.state.gripper_opening], np.float64)
         else:
-            action = expert_action(self.world.state, task, self.config)
+            action = expert_action(self.seen_state(observation), task, self.config)
         return ActionChunk(action[None, :], observation.stamp, instruction.text)
+
+    def seen_state(self, observation: Observation) -> WorldState:
+        """The state the rule acts on: here the simulator's true one."""
+        return self.world.state
 
     def describe(self) -> str:
         return "scripted expert (simulator state)"
@@ -86,7 +90,8 @@ class NoisyExpertPolicy(ExpertPolicy):
         self.bias = np.zeros((0, 3))
         self.last_stamp = float("inf")
 
-    def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
+    def seen_state(self, observation: Observation) -> WorldState:
+        """A copy of the true state with the positions off by this call's noise and the episode's bias."""
         truth = self.world.state
         if observation.stamp <= self.last_stamp or len(self.bias) != len(truth.objects) + 1:
             self.bias = self.rng.normal(0.0, self.bias_m, (len(truth.objects) + 1, 3))
@@ -96,12 +101,7 @@ class NoisyExpertPolicy(ExpertPolicy):
         for i, (obj, bias) in enumerate(zip(seen.objects, self.bias)):
             if i != seen.held:  # a held object moves with the gripper
                 obj.position = obj.position + np.append(bias[:2] + self.rng.normal(0.0, self.noise_m, 2), 0.0)
-        task = parse_instruction(instruction.text, truth)
-        if task is None:
-            action = np.array([0, 0, 0, 0, 0, 0, truth.gripper_opening], np.float64)
-        else:
-            action = expert_action(seen, task, self.config)
-        return ActionChunk(action[None, :], observation.stamp, instruction.text)
+        return seen
 
     def describe(self) -> str:
         return (f"scripted expert seeing positions with {100 * self.noise_m:g} cm noise and "

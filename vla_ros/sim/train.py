@@ -201,12 +201,11 @@ class Batcher:
     @staticmethod
     def _colour_index(loaded, text: str, ids: list[int]) -> int:
         """Prompt index of the colour word's last token (the last prompt token when none is named)."""
-        from vla_ros.sim.auxiliary import colour_word, word_token_index
+        from vla_ros.sim.auxiliary import with_other_colour, word_token_index
 
-        names = colour_word(text)
-        if names is None:
+        swapped = with_other_colour(text)
+        if swapped is None:
             return len(ids) - 1
-        swapped = " ".join(names[1] if w == names[0] else w for w in text.split())
         return word_token_index(ids, loaded.family.prompt_ids(loaded.tokenizer, swapped))
 
     def __call__(self, rows: np.ndarray) -> dict:
