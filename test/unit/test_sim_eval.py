@@ -13,6 +13,7 @@ from vla_ros.sim.dataset import (
     DATASET_KEY,
     STATS_FILE,
     DemoDataset,
+    NoiseConfig,
     action_statistics,
     collect,
     normalize_actions,
@@ -46,6 +47,28 @@ def test_expert_still_succeeds_when_it_sees_positions_a_centimetre_off():
     assert table["pick"]["success_rate"] >= 0.8 and table["move"]["success_rate"] >= 0.9, table
     biased = lambda world: NoisyExpertPolicy(world, noise_m=0.005, bias_m=0.005, seed=3)  # noqa: E731
     assert summarize(evaluate.evaluate(biased, episodes=20, seed=100))["pick"]["success_rate"] >= 0.8
+
+
+def test_the_camera_never_sees_fingers_half_closed_on_nothing_held():
+    """With the simulator's gripper speed a close ends within one action: the next frame shows the
+    object held (or the fingers shut on nothing), never the ambiguous half-way state."""
+    harness = SimHarness()
+    assert harness.limits.max_gripper_speed_per_s == evaluate.SIM_GRIPPER_SPEED_PER_S
+    seen: list[tuple[float, int]] = []
+    for seed in range(6):
+        task = harness.reset(seed, "pick")
+        hook = lambda obs, ins, t, chunk: seen.append((harness.world.state.gripper_opening,  # noqa: E731
+                                                       harness.world.state.held))
+        assert harness.run_episode(ExpertPolicy(harness.world), task, on_action=hook).success
+    assert any(held >= 0 for _, held in seen)
+    half_closed = [opening for opening, held in seen if held < 0 and 0.3 < opening < 0.95]
+    assert half_closed == []
+    slow = SimHarness(SafetyLimits(max_gripper_speed_per_s=2.0))  # the default robot limit: it does
+    task = slow.reset(0, "pick")
+    slow_seen: list[tuple[float, int]] = []
+    slow.run_episode(ExpertPolicy(slow.world), task, on_action=lambda obs, ins, t, chunk: slow_seen.append(
+        (slow.world.state.gripper_opening, slow.world.state.held)))
+    assert any(held < 0 and 0.3 < opening < 0.95 for opening, held in slow_seen)
 
 
 def test_noisy_expert_never_changes_the_true_state():
@@ -188,6 +211,26 @@ def test_each_frame_keeps_its_world_state_and_the_named_target(small_dataset):
         np.testing.assert_allclose(expert_action(state, task)[:3], d.actions[row, :3], atol=1e-6)
 
 
+def test_relabelled_samples_repeat_a_frame_with_another_task_and_its_expert_action(small_dataset):
+    d = small_dataset
+    same_frame = [row for row in range(1, len(d)) if np.array_equal(d.images[row], d.images[row - 1])
+                  and d.episode[row] == d.episode[row - 1]]
+    frames = len(d) - len(same_frame)
+    assert 0.35 < len(same_frame) / frames < 0.65  # relabel_probability 0.5
+    for row in same_frame:
+        first, second = (d.kinds[row - 1], d.targets[row - 1]), (d.kinds[row], d.targets[row])
+        assert first != second  # another target or another kind
+        state = WorldState.from_array(d.states[row])
+        task = Task(d.kinds[row], int(d.targets[row]), d.instructions[row])
+        assert state.objects[task.target].name in task.instruction
+        expected = expert_action(state, task)  # from the float32 state: may round to the next quantum
+        np.testing.assert_allclose(expected[:3], d.actions[row, :3], atol=0.004 + 1e-6)
+        assert expected[6] == d.actions[row, 6]
+    plain = collect(4, seed=3, image_size=64, noise=NoiseConfig(relabel_probability=0.0))
+    tasks = {(int(e), k, int(t)) for e, k, t in zip(plain.episode, plain.kinds, plain.targets)}
+    assert len(tasks) == len(set(plain.episode.tolist()))  # one task per episode, no extra samples
+
+
 def test_statistics_have_the_openvla_layout(small_dataset):
     stats = small_dataset.statistics()
     assert list(stats) == [DATASET_KEY]
@@ -234,3 +277,17 @@ def test_dataset_round_trips_and_rejects_corrupt_files(small_dataset, tmp_path):
     (tmp_path / "demo_data.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="cannot read demo data"):
         DemoDataset.load(tmp_path)
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`vla-ros eval-demo ... | head -1`: no BrokenPipeError traceback, exit status 141 (SIGPIPE)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "vla_ros.cli", "eval-demo", "--policy", "expert", "--episodes", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader is gone
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert first.startswith(b"eval-demo:") and "Traceback" not in stderr

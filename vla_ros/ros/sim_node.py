@@ -27,6 +27,7 @@ from std_srvs.srv import Trigger
 from vla_ros.control.limits import SafetyLimits
 from vla_ros.control.profiles import profile_limits
 from vla_ros.schema import ConfigError
+from vla_ros.sim.evaluate import sim_limits
 from vla_ros.sim.render import Renderer
 from vla_ros.sim.tasks import TASK_KINDS, Task, is_success, parse_instruction, sample_task
 from vla_ros.sim.world import TabletopWorld
@@ -61,7 +62,7 @@ class SimNode(Node):
             raise ConfigError(f"parameter 'task_kind' = {self.task_kind!r}: must be '', pick or move")
         if not (math.isfinite(self.camera_rate_hz) and 0.1 <= self.camera_rate_hz <= 100.0):
             raise ConfigError(f"parameter 'camera_rate_hz' = {self.camera_rate_hz}: must be in [0.1, 100]")
-        self.limits: SafetyLimits = profile_limits(profile) if profile else SafetyLimits()
+        self.limits: SafetyLimits = profile_limits(profile) if profile else sim_limits()
 
         self.world = TabletopWorld()
         self.renderer = Renderer()

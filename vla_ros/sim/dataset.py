@@ -4,8 +4,12 @@ Episodes run through the same harness as the evaluation (ControlCore with the sa
 time), so the states seen in training are those a deployed policy meets. To cover the states a
 slightly wrong policy drifts into, the executed action is the expert's plus noise (DART-style) and
 now and then a deliberate mistake (a push aside, an early close); the recorded label is always the
-expert's clean action for the frame. Each frame also keeps the world state and the target's index:
-the trainer derives auxiliary targets from them (where things are), never the model's inputs.
+expert's clean action for the frame. Since the expert is a function of the state, a frame can also be
+relabelled with another task on the same scene (another target or kind) and the expert's action for
+that task: the same image then asks for different actions, so the instruction has to be read (the
+gripper's approach alone would otherwise tell which object the episode is about). Each sample keeps
+the world state and the target's index: the trainer derives auxiliary targets from them (where
+things are), never the model's inputs.
 Statistics follow OpenVLA's `dataset_statistics.json`:
 q01/q99/min/max/mean/std/mask per action dimension, the gripper masked (not normalised).
 """
@@ -23,7 +27,7 @@ import numpy as np
 
 from vla_ros.sim.evaluate import SimHarness, episode_plan
 from vla_ros.sim.expert import ExpertConfig, expert_action
-from vla_ros.sim.tasks import TASK_KINDS, Task
+from vla_ros.sim.tasks import TASK_KINDS, Task, sample_task
 from vla_ros.sim.world import TabletopWorld
 from vla_ros.types import ACTION_DIM, ActionChunk, Instruction, Observation
 
@@ -45,6 +49,7 @@ class NoiseConfig:
     early_close_probability: float = 0.03  # per action, while open and not at the object: close
     low_close_probability: float = 0.2  # per action, while open, low and not yet centred: close (a miss)
     low_close_height_m: float = 0.035  # "low": fingertips below this
+    relabel_probability: float = 0.5  # per frame: one more sample, another task and its expert action
 
 
 @dataclass
@@ -164,11 +169,15 @@ class CollectingPolicy:
         self.actions: list[np.ndarray] = []
         self.instructions: list[str] = []
         self.states: list[np.ndarray] = []
+        self.kinds: list[str] = []
+        self.targets: list[int] = []
+        self.relabel_rng = np.random.default_rng(0)
 
     def start_episode(self, task: Task, rng: np.random.Generator | None = None) -> None:
         self.task = task
         if rng is not None:
             self.rng = rng
+        self.relabel_rng = np.random.default_rng(self.rng.integers(2**63))
         clean = self.rng.random() < self.noise.clean_episode_fraction
         self.sigma = 0.0 if clean else float(self.rng.uniform(*self.noise.translation_sigma_m))
 
@@ -177,10 +186,11 @@ class CollectingPolicy:
         state = self.world.state
         label = expert_action(state, self.task, self.expert)
         image = observation.rgb if self.image_size is None else self.resize(observation.rgb, self.image_size)
-        self.images.append(np.ascontiguousarray(image, np.uint8))
-        self.actions.append(label.astype(np.float32))
-        self.instructions.append(instruction.text)
-        self.states.append(state.to_array())
+        image = np.ascontiguousarray(image, np.uint8)
+        self._record(image, self.task, label)
+        if len(state.objects) > 1 and self.relabel_rng.random() < self.noise.relabel_probability:
+            other = self._other_task()
+            self._record(image, other, expert_action(state, other, self.expert))
         executed = label.copy()
         if self.sigma > 0.0:
             executed[:3] += self.rng.normal(0.0, self.sigma, 3)
@@ -193,6 +203,28 @@ class CollectingPolicy:
                 if self.rng.random() < chance:  # a close the expert would not make: a miss to recover from
                     executed[6] = 0.0
         return ActionChunk(executed[None, :], observation.stamp, instruction.text)
+
+    def _record(self, image: np.ndarray, task: Task, label: np.ndarray) -> None:
+        """Keep one sample: the frame, `task`'s instruction and the expert's action for it."""
+        self.images.append(image)
+        self.actions.append(label.astype(np.float32))
+        self.instructions.append(task.instruction)
+        self.states.append(self.world.state.to_array())
+        self.kinds.append(task.kind)
+        self.targets.append(task.target)
+
+    def _other_task(self) -> Task:
+        """A random task on the scene that differs from the episode's in target or kind."""
+        assert self.task is not None
+        while True:
+            other = sample_task(self.world.state, self.relabel_rng)
+            if (other.kind, other.target) != (self.task.kind, self.task.target):
+                return other
+
+    def reset_records(self) -> None:
+        """Forget the recorded samples (a new episode starts)."""
+        self.images, self.actions, self.instructions, self.states = [], [], [], []
+        self.kinds, self.targets = [], []
 
     def describe(self) -> str:
         return "scripted expert with noise (data collection)"
@@ -259,16 +291,16 @@ def _collect_part(plan: list[tuple[int, str]], seed: int, image_size: int | None
                  "action_period_s": harness.action_period_s, "control_rate_hz": 1.0 / harness.tick_period_s}
     for i, (scene_seed, kind) in enumerate(plan):
         task = harness.reset(scene_seed, kind)
-        policy.images, policy.actions, policy.instructions, policy.states = [], [], [], []
+        policy.reset_records()
         policy.start_episode(task, np.random.default_rng([seed, 12345, scene_seed]))
         result = harness.run_episode(policy, task, scene_seed, max_actions, settle_actions=settle_actions)
         if result.success:
             out["images"] += policy.images
             out["actions"] += policy.actions
             out["instructions"] += policy.instructions
-            out["kinds"] += [task.kind] * len(policy.actions)
+            out["kinds"] += policy.kinds
             out["states"] += policy.states
-            out["targets"] += [task.target] * len(policy.actions)
+            out["targets"] += policy.targets
             out["lengths"].append(len(policy.actions))
         else:
             out["failed"] += 1

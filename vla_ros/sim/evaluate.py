@@ -31,6 +31,15 @@ from vla_ros.sim.world import TabletopWorld, WorldConfig, WorldState
 from vla_ros.types import ActionChunk, Instruction, Observation, Policy
 
 DEFAULT_MAX_ACTIONS = 40  # policy calls per episode before it counts as a failure (8 s at 0.2 s)
+# The simulated gripper closes as fast as the WidowX 250's (config/robots/widowx_250.yaml): a whole
+# close within one 0.2 s action, so the camera never shows fingers half-way closed on an object, a
+# frame that looks the same whether the object is held yet or not.
+SIM_GRIPPER_SPEED_PER_S = 5.0
+
+
+def sim_limits() -> SafetyLimits:
+    """The safety limits of the demonstrations and eval-demo (config/demo.yaml has the same)."""
+    return SafetyLimits(max_gripper_speed_per_s=SIM_GRIPPER_SPEED_PER_S)
 
 
 @dataclass
@@ -117,7 +126,7 @@ class SimHarness:
     def __init__(self, limits: SafetyLimits | None = None, control_rate_hz: float = 10.0,
                  action_period_s: float = 0.2, world_config: WorldConfig | None = None,
                  camera_config: CameraConfig | None = None) -> None:
-        self.limits = limits or SafetyLimits()
+        self.limits = limits or sim_limits()
         self.tick_period_s = 1.0 / control_rate_hz
         self.action_period_s = action_period_s
         ratio = action_period_s / self.tick_period_s
@@ -351,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated task kinds, taken in turn (default {','.join(TASK_KINDS)})")
     parser.add_argument("--max-actions", type=int, default=DEFAULT_MAX_ACTIONS,
                         help=f"policy calls per episode before it fails (default {DEFAULT_MAX_ACTIONS})")
-    parser.add_argument("--config", default="", help="node config YAML (control rates, safety limits)")
+    parser.add_argument("--config", default="",
+                        help="node config YAML (control rates, safety limits); default: the simulator's, "
+                             "as in config/demo.yaml and the demonstrations")
     parser.add_argument("--robot-profile", default="", help="robot safety profile name or file")
     parser.add_argument("--json", default="", help="write the per-episode results and summary here")
     parser.add_argument("--quiet", action="store_true", help="only the summary table")
@@ -372,6 +383,11 @@ def harness_from_config(cfg) -> SimHarness:
     return SimHarness(cfg.safety, cfg.control.control_rate_hz, cfg.control.action_period_s)
 
 
+def harness_for(node_cfg, config_path: str, robot_profile: str) -> SimHarness:
+    """The simulator's own timing and limits, unless a config file or robot profile says otherwise."""
+    return harness_from_config(node_cfg) if config_path or robot_profile else SimHarness()
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     kinds = [k.strip() for k in args.tasks.split(",") if k.strip()]
@@ -387,7 +403,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         node_cfg = load_node_config(args.config, args.robot_profile)
-        harness = harness_from_config(node_cfg)
+        harness = harness_for(node_cfg, args.config, args.robot_profile)
         if args.policy == "expert":
             def factory(world: TabletopWorld) -> Policy:
                 return ExpertPolicy(world)

@@ -84,7 +84,7 @@ class TrainConfig:
     def data_key(self, resize_method: str) -> str:
         """Identifies the demonstrations (cache directory name)."""
         text = json.dumps({"episodes": self.episodes, "seed": self.seed, "image_size": self.image_size,
-                           "resize": resize_method, "version": 4})
+                           "resize": resize_method, "version": 5})
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
