@@ -14,9 +14,9 @@ from vla_ros.config import PolicyConfig  # noqa: E402
 from vla_ros.model.loader import load_vla  # noqa: E402
 from vla_ros.runtime.factory import make_policy  # noqa: E402
 from vla_ros.sim import train  # noqa: E402
-from vla_ros.sim.dataset import DATASET_KEY, DemoDataset  # noqa: E402
+from vla_ros.sim.dataset import DATASET_KEY, DemoDataset, collect  # noqa: E402
 from vla_ros.sim.render import Renderer  # noqa: E402
-from vla_ros.sim.world import TabletopWorld  # noqa: E402
+from vla_ros.sim.world import COLOURS, TabletopWorld  # noqa: E402
 from vla_ros.types import Instruction, Observation  # noqa: E402
 
 TOY = ["--episodes", "4", "--image-size", "56", "--tower-dim", "16", "--tower-depth", "2",
@@ -130,3 +130,31 @@ def test_colour_word_index_finds_the_named_colour_in_the_prompt(trained):
         assert colour[-3:] in piece.lower(), (text, piece)
     ids = loaded.family.prompt_ids(loaded.tokenizer, "wave")
     assert train.Batcher._colour_index(loaded, "wave", ids) == len(ids) - 1
+
+
+def test_batch_indices_point_at_the_colour_word_and_the_last_prompt_token_in_the_spliced_sequence(trained):
+    """prompt_ends / colour_ends index the sequence the model sees: [BOS, patches, rest of the prompt]."""
+    torch = pytest.importorskip("torch")
+    from vla_ros.sim.auxiliary import AuxiliaryTargets
+
+    _, work = trained
+    loaded = load_vla(work / "template")
+    data = collect(3, seed=1, image_size=loaded.preprocess.image_size)
+    batcher = train.Batcher(data, loaded, data.statistics()[DATASET_KEY]["action"],
+                            AuxiliaryTargets(loaded.preprocess.image_size))
+    rows = np.arange(min(6, len(data)))
+    batch = batcher(rows)
+    ids = batch["ids"]
+    pixels = torch.zeros(len(rows), *batch["pixels"].shape[1:])
+    with torch.no_grad():
+        patches = loaded.model.patch_embeddings(pixels)
+        token_embeds = loaded.model.language_model.get_input_embeddings()(ids)
+        spliced = loaded.model.splice(token_embeds, patches)
+    for j, row in enumerate(rows):
+        prompt = batcher.prompt_ids[row]
+        colour = batcher.colour_index[data.instructions[row]]
+        piece = loaded.tokenizer.id_to_token(prompt[colour]).lstrip("\u2581")
+        assert any(w.endswith(piece) and w in COLOURS for w in data.instructions[row].split()), piece
+        table = loaded.model.language_model.get_input_embeddings().weight
+        assert torch.equal(spliced[j, batch["colour_ends"][j]], table[prompt[colour]])
+        assert torch.equal(spliced[j, batch["prompt_ends"][j]], table[prompt[-1]])

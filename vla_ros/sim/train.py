@@ -231,10 +231,10 @@ class Batcher:
         if self.auxiliary is not None:
             targets = self.auxiliary.batch(self.dataset.states[rows], self.dataset.targets[rows])
             batch.update({name: torch.from_numpy(value) for name, value in targets.items()})
-            # the last prompt token's index once the patches are spliced in after BOS
+            # prompt index i >= 1 sits at i + n_patches once the patches are spliced in after BOS
             ends = [len(self.prompt_ids[row]) - 1 + self.n_patches for row in rows]
             batch["prompt_ends"] = torch.tensor(ends)
-            batch["colour_ends"] = torch.tensor([self.colour_index[self.dataset.instructions[row]] - 1
+            batch["colour_ends"] = torch.tensor([self.colour_index[self.dataset.instructions[row]]
                                                  + self.n_patches for row in rows])
         return batch
 
