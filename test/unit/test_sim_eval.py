@@ -52,23 +52,28 @@ def test_expert_still_succeeds_when_it_sees_positions_a_centimetre_off():
 def test_the_camera_never_sees_fingers_half_closed_on_nothing_held():
     """With the simulator's gripper speed a close ends within one action: the next frame shows the
     object held (or the fingers shut on nothing), never the ambiguous half-way state."""
+    def gripper_at_each_call(harness: SimHarness, seeds) -> tuple[list[tuple[float, int]], list[bool]]:
+        """(opening, held index) at every policy call of expert pick episodes, and each one's success."""
+        seen: list[tuple[float, int]] = []
+
+        def record(*_) -> None:
+            seen.append((harness.world.state.gripper_opening, harness.world.state.held))
+
+        successes = [harness.run_episode(ExpertPolicy(harness.world), harness.reset(seed, "pick"),
+                                         on_action=record).success for seed in seeds]
+        return seen, successes
+
+    def half_closed_on_nothing(opening: float, held: int) -> bool:
+        return held < 0 and 0.3 < opening < 0.95
+
     harness = SimHarness()
     assert harness.limits.max_gripper_speed_per_s == evaluate.SIM_GRIPPER_SPEED_PER_S
-    seen: list[tuple[float, int]] = []
-    for seed in range(6):
-        task = harness.reset(seed, "pick")
-        hook = lambda obs, ins, t, chunk: seen.append((harness.world.state.gripper_opening,  # noqa: E731
-                                                       harness.world.state.held))
-        assert harness.run_episode(ExpertPolicy(harness.world), task, on_action=hook).success
+    seen, successes = gripper_at_each_call(harness, range(6))
+    assert all(successes)
     assert any(held >= 0 for _, held in seen)
-    half_closed = [opening for opening, held in seen if held < 0 and 0.3 < opening < 0.95]
-    assert half_closed == []
+    assert [opening for opening, held in seen if half_closed_on_nothing(opening, held)] == []
     slow = SimHarness(SafetyLimits(max_gripper_speed_per_s=2.0))  # the default robot limit: it does
-    task = slow.reset(0, "pick")
-    slow_seen: list[tuple[float, int]] = []
-    slow.run_episode(ExpertPolicy(slow.world), task, on_action=lambda obs, ins, t, chunk: slow_seen.append(
-        (slow.world.state.gripper_opening, slow.world.state.held)))
-    assert any(held < 0 and 0.3 < opening < 0.95 for opening, held in slow_seen)
+    assert any(half_closed_on_nothing(opening, held) for opening, held in gripper_at_each_call(slow, [0])[0])
 
 
 def test_noisy_expert_never_changes_the_true_state():

@@ -74,7 +74,7 @@ class VlaModel(nn.Module):
         return self.projector(self.vision_backbone(pixel_values))
 
     def splice(self, token_embeds: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """[first token, patches, rest of the prompt] along the sequence."""
+        """[first token, patches, rest of the prompt] along the sequence (see `spliced_index`)."""
         return torch.cat([token_embeds[:, :1], patches, token_embeds[:, 1:]], dim=1)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
@@ -101,6 +101,11 @@ class VlaModel(nn.Module):
             return VlaOutput(logits=logits, loss=loss, patches=patches, layers=tuple(out.hidden_states),
                              attentions=tuple(out.attentions) if attentions else None)
         return VlaOutput(logits=logits, loss=loss)
+
+
+def spliced_index(token_index: int, n_patches: int) -> int:
+    """Where token `token_index` of the prompt sits once `VlaModel.splice` put the patches after the first."""
+    return token_index if token_index == 0 else token_index + n_patches
 
 
 def action_logits(logits: torch.Tensor, n_actions: int) -> torch.Tensor:

@@ -165,13 +165,8 @@ class CollectingPolicy:
         self.expert = expert or ExpertConfig()
         self.task: Task | None = None
         self.sigma = 0.0
-        self.images: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.instructions: list[str] = []
-        self.states: list[np.ndarray] = []
-        self.kinds: list[str] = []
-        self.targets: list[int] = []
         self.relabel_rng = np.random.default_rng(0)
+        self.reset_records()
 
     def start_episode(self, task: Task, rng: np.random.Generator | None = None) -> None:
         self.task = task
@@ -223,8 +218,12 @@ class CollectingPolicy:
 
     def reset_records(self) -> None:
         """Forget the recorded samples (a new episode starts)."""
-        self.images, self.actions, self.instructions, self.states = [], [], [], []
-        self.kinds, self.targets = [], []
+        self.images: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.instructions: list[str] = []
+        self.states: list[np.ndarray] = []
+        self.kinds: list[str] = []
+        self.targets: list[int] = []
 
     def describe(self) -> str:
         return "scripted expert with noise (data collection)"

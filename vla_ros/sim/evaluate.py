@@ -378,14 +378,11 @@ def load_node_config(config_path: str = "", robot_profile: str = ""):
     return load_config(config_path or None, overrides=overrides)
 
 
-def harness_from_config(cfg) -> SimHarness:
-    """A SimHarness with the node's control timing and safety limits."""
-    return SimHarness(cfg.safety, cfg.control.control_rate_hz, cfg.control.action_period_s)
-
-
 def harness_for(node_cfg, config_path: str, robot_profile: str) -> SimHarness:
-    """The simulator's own timing and limits, unless a config file or robot profile says otherwise."""
-    return harness_from_config(node_cfg) if config_path or robot_profile else SimHarness()
+    """The simulator's own timing and limits, unless a config file or robot profile gives the node's."""
+    if not (config_path or robot_profile):
+        return SimHarness()
+    return SimHarness(node_cfg.safety, node_cfg.control.control_rate_hz, node_cfg.control.action_period_s)
 
 
 def main(argv: list[str]) -> int:

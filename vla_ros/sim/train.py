@@ -211,6 +211,8 @@ class Batcher:
     def __call__(self, rows: np.ndarray) -> dict:
         import torch
 
+        from vla_ros.model.vla import spliced_index
+
         n_act = self.action_ids.shape[1]
         length = self.max_prompt + n_act
         b = len(rows)
@@ -231,11 +233,10 @@ class Batcher:
         if self.auxiliary is not None:
             targets = self.auxiliary.batch(self.dataset.states[rows], self.dataset.targets[rows])
             batch.update({name: torch.from_numpy(value) for name, value in targets.items()})
-            # prompt index i >= 1 sits at i + n_patches once the patches are spliced in after BOS
-            ends = [len(self.prompt_ids[row]) - 1 + self.n_patches for row in rows]
-            batch["prompt_ends"] = torch.tensor(ends)
-            batch["colour_ends"] = torch.tensor([self.colour_index[self.dataset.instructions[row]]
-                                                 + self.n_patches for row in rows])
+            last = [len(self.prompt_ids[row]) - 1 for row in rows]
+            colour = [self.colour_index[self.dataset.instructions[row]] for row in rows]
+            batch["prompt_ends"] = torch.tensor([spliced_index(i, self.n_patches) for i in last])
+            batch["colour_ends"] = torch.tensor([spliced_index(i, self.n_patches) for i in colour])
         return batch
 
 
