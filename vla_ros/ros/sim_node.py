@@ -54,7 +54,8 @@ class SimNode(Node):
         self.frame_id = p("frame_id", "base", "frame of the pose and camera messages")
         self.seed = p("seed", 0, "seed of the first scene; each reset uses the next")
         self.task_kind = p("task_kind", "", "pick | move | empty = random at each reset")
-        profile = p("robot_profile", "", "robot safety profile name or file; empty = the defaults")
+        profile = p("robot_profile", "",
+                    "robot safety profile name or file; empty = the simulator's limits (as config/demo.yaml)")
         if self.command_type not in ("end_effector", "twist"):
             raise ConfigError(f"parameter 'command_type' = {self.command_type!r}: "
                               "must be end_effector or twist")
