@@ -89,7 +89,7 @@ def resolve(args: dict[str, str]) -> dict[str, Any]:
 
 def sim_command(values: dict[str, Any], python: str = sys.executable) -> list[str]:
     """vla_sim's command line, its topics taken from the vla_node config (so both sides match)."""
-    from vla_ros.config import load_config
+    from vla_ros.core.config import load_config
 
     cfg = load_config(values["config_file"])
     params = {"camera_topic": cfg.topics.camera, "pose_topic": cfg.topics.pose or "vla/ee_pose",

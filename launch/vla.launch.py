@@ -1,7 +1,7 @@
 """Start vla_node: `ros2 launch vla_ros vla.launch.py model_path:=/ckpt camera_topic:=/cam/image_raw`.
 
 A thin mapping of launch arguments to node parameters (`node_settings`, tested without launch):
-the config file is read and validated by vla_ros.config.load_config, the arguments given override
+the config file is read and validated by vla_ros.core.config.load_config, the arguments given override
 its values, and every parameter is handed to the node explicitly (so the parameters file works
 under any namespace). Arguments left empty keep the config file's value.
 """
@@ -52,7 +52,7 @@ def parse_bool(name: str, text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    from vla_ros.schema import ConfigError
+    from vla_ros.core.schema import ConfigError
 
     raise ConfigError(f"launch argument '{name}' = {text!r}: must be true or false")
 
@@ -63,13 +63,13 @@ def node_settings(args: dict[str, str]) -> dict[str, Any]:
     `parameters` holds every NodeConfig leaf (validated) plus use_sim_time; raises ConfigError
     naming the parameter for an invalid value.
     """
-    from vla_ros.config import load_config
-    from vla_ros.schema import iter_fields
+    from vla_ros.core.config import load_config
+    from vla_ros.core.schema import iter_fields
 
     values = {name: str(args.get(name, default)) for name, (default, _) in LAUNCH_ARGUMENTS.items()}
     unknown = sorted(set(args) - set(LAUNCH_ARGUMENTS))
     if unknown:
-        from vla_ros.schema import ConfigError
+        from vla_ros.core.schema import ConfigError
 
         raise ConfigError(f"unknown launch argument(s) {unknown} (known: {sorted(LAUNCH_ARGUMENTS)})")
     overrides: dict[str, Any] = {}
@@ -94,7 +94,7 @@ def node_settings(args: dict[str, str]) -> dict[str, Any]:
         arguments.append("--inference-process")
     priority = values["control_priority"].strip()
     if not priority.isdigit() or int(priority) > 99:
-        from vla_ros.schema import ConfigError
+        from vla_ros.core.schema import ConfigError
 
         raise ConfigError(f"launch argument 'control_priority' = {priority!r}: must be an integer in [0, 99]")
     if int(priority) > 0:

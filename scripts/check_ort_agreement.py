@@ -35,7 +35,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
     from vla_ros.model.tiny import write_tiny_checkpoint
     from vla_ros.runtime.agreement import compare_policies
     from vla_ros.runtime.export import export_checkpoint

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vla_ros.config import load_config
+from vla_ros.core.config import load_config
 from vla_ros.sim import demo
 from vla_ros.sim.tasks import PHRASINGS, instruction_corpus, make_instruction
 
@@ -153,7 +153,7 @@ def test_summary_counts_and_rates():
 
 def test_demo_config_matches_training_timing_and_the_simulator():
     from vla_ros.sim.evaluate import SimHarness
-    from vla_ros.sim.world import WorldConfig
+    from vla_ros.sim.world import WorldSpec
 
     cfg = load_config(DEMO_CONFIG)
     harness = SimHarness()  # what train-demo's dataset and eval-demo use
@@ -162,7 +162,7 @@ def test_demo_config_matches_training_timing_and_the_simulator():
     t = cfg.topics
     assert (t.camera, t.camera_reliability, t.pose, t.command, t.output_mode) == (
         "camera/image_raw", "reliable", "vla/ee_pose", "vla/command", "end_effector")
-    world = WorldConfig()
+    world = WorldSpec()
     assert cfg.safety.workspace_min_m == pytest.approx(list(world.gripper_min_m))
     assert cfg.safety.workspace_max_m == pytest.approx(list(world.gripper_max_m))
     assert cfg.safety.require_pose and cfg.policy.checkpoint == ""

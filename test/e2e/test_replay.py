@@ -16,7 +16,7 @@ from vla_ros.bag.commands import DOF_NAMES, read_commands_csv
 from vla_ros.bag.compare import parse_tolerance
 from vla_ros.bag.io import END_EFFECTOR_COMMAND, VLA_STATUS, BagReader, read_metadata
 from vla_ros.bag.replay import CompareSpec, LatencyModel, ReplayOptions, replay_bag
-from vla_ros.config import load_config
+from vla_ros.core.config import load_config
 from vla_ros.runtime.synthetic import SyntheticPolicy
 
 LATENCY = "fixed:0.05"  # a 20 Hz model; the tests that need motion use it

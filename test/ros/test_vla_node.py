@@ -28,9 +28,9 @@ from vla_harness import RGB, NodeHarness, image_msg, wait_for  # noqa: E402
 from vla_ros.msg import EndEffectorCommand, VlaStatus  # noqa: E402
 
 from vla_ros.control.safety import Intervention  # noqa: E402
+from vla_ros.core.schema import ConfigError  # noqa: E402
 from vla_ros.ros.node import VlaNode  # noqa: E402
 from vla_ros.runtime.synthetic import SyntheticPolicy, instruction_direction  # noqa: E402
-from vla_ros.schema import ConfigError  # noqa: E402
 
 RATE = 50.0
 BASE = {"control.control_rate_hz": RATE, "control.action_period_s": 0.1, "control.status_rate_hz": 10.0,

@@ -16,8 +16,10 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from vla_ros.config import NodeConfig, load_config  # noqa: E402
 from vla_ros.control.safety import Command, Intervention  # noqa: E402
+from vla_ros.core.config import NodeConfig, load_config  # noqa: E402
+from vla_ros.core.schema import ConfigError, iter_fields  # noqa: E402
+from vla_ros.core.types import Pose  # noqa: E402
 from vla_ros.ros.conversions import (  # noqa: E402
     InputError,
     command_to_end_effector,
@@ -39,8 +41,6 @@ from vla_ros.ros.params import (  # noqa: E402
     read_config_parameters,
     render_parameters_yaml,
 )
-from vla_ros.schema import ConfigError, iter_fields  # noqa: E402
-from vla_ros.types import Pose  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

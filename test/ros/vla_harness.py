@@ -27,7 +27,7 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 from vla_ros.msg import EndEffectorCommand, VlaStatus
 
-from vla_ros.images import encode_raw
+from vla_ros.core.images import encode_raw
 from vla_ros.ros.node import VlaNode
 from vla_ros.ros.qos import camera_qos, reliable_qos
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vla_ros.config import NodeConfig, load_config
-from vla_ros.control.limits import SafetyLimits
 from vla_ros.control.profiles import (
     available_profiles,
     load_profile,
@@ -19,7 +17,9 @@ from vla_ros.control.profiles import (
     profile_limits,
     resolve_profile,
 )
-from vla_ros.schema import ConfigError, apply_overrides, flatten_yaml, iter_fields, validate
+from vla_ros.core.config import NodeConfig, load_config
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import ConfigError, apply_overrides, flatten_yaml, iter_fields, validate
 
 ROBOTS = Path(__file__).resolve().parents[2] / "config" / "robots"
 

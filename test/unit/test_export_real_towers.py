@@ -10,7 +10,7 @@ import pytest
 import torch
 from export_fixtures import random_cases, tiny_checkpoint
 
-from vla_ros.config import PolicyConfig
+from vla_ros.core.config import PolicyConfig
 from vla_ros.model.loader import load_vla
 from vla_ros.runtime.agreement import compare_policies
 from vla_ros.runtime.export import export_checkpoint

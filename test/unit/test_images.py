@@ -1,4 +1,4 @@
-"""vla_ros.images: raw and compressed frame decoding, row padding, endianness, size limits."""
+"""vla_ros.core.images: raw and compressed frame decoding, row padding, endianness, size limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vla_ros.images import (
+from vla_ros.core.images import (
     MAX_PIXELS,
     ImageError,
     decode_compressed,

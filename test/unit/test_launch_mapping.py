@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vla_ros.config import NodeConfig, load_config
-from vla_ros.schema import ConfigError, iter_fields
+from vla_ros.core.config import NodeConfig, load_config
+from vla_ros.core.schema import ConfigError, iter_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "vla.launch.py"

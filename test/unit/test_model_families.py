@@ -2,8 +2,8 @@
 
 import pytest
 
-from vla_ros.model.config import CheckpointError, VlaConfig
 from vla_ros.model.families import Family, families, get_family, register_family, resolve_family
+from vla_ros.model.spec import CheckpointError, VlaSpec
 from vla_ros.model.tiny import cached_tiny_checkpoint
 from vla_ros.model.tokenizer import TextTokenizer
 
@@ -63,15 +63,15 @@ def test_minivla_prompt_has_no_bos_and_no_trailing_token():
 
 
 def test_family_resolution():
-    assert resolve_family(VlaConfig.from_dir(cached_tiny_checkpoint())).name == "openvla"
-    assert resolve_family(VlaConfig.from_dir(cached_tiny_checkpoint(family="minivla"))).name == "minivla"
-    raw = VlaConfig.from_dir(cached_tiny_checkpoint()).raw
-    unknown = VlaConfig.from_dict({**raw, "text_config": {**raw["text_config"], "model_type": "mamba"}})
+    assert resolve_family(VlaSpec.from_dir(cached_tiny_checkpoint())).name == "openvla"
+    assert resolve_family(VlaSpec.from_dir(cached_tiny_checkpoint(family="minivla"))).name == "minivla"
+    raw = VlaSpec.from_dir(cached_tiny_checkpoint()).raw
+    unknown = VlaSpec.from_dict({**raw, "text_config": {**raw["text_config"], "model_type": "mamba"}})
     with pytest.raises(CheckpointError, match="unknown VLA family.*mamba.*openvla"):
         resolve_family(unknown)
     with pytest.raises(CheckpointError, match="unknown VLA family 'nope'"):
         resolve_family(unknown, "nope")
-    explicit = VlaConfig.from_dict({**raw, "vla_family": "minivla"})
+    explicit = VlaSpec.from_dict({**raw, "vla_family": "minivla"})
     assert resolve_family(explicit).name == "minivla"
 
 
@@ -81,8 +81,8 @@ def test_adding_a_family_is_one_registration():
                  prompt_template="Q: {instruction}? A:", add_bos=True)
     register_family(fam)
     assert families()["test-gemma-vla"] is fam
-    raw = VlaConfig.from_dir(cached_tiny_checkpoint()).raw
-    cfg = VlaConfig.from_dict({**raw, "text_config": {**raw["text_config"], "model_type": "gemma"}})
+    raw = VlaSpec.from_dir(cached_tiny_checkpoint()).raw
+    cfg = VlaSpec.from_dict({**raw, "text_config": {**raw["text_config"], "model_type": "gemma"}})
     assert resolve_family(cfg) is fam
     assert fam.llm_class("gemma").__name__ == "GemmaForCausalLM"
     with pytest.raises(ValueError, match="registered twice"):

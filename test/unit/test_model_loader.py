@@ -8,9 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vla_ros.model.config import CheckpointError, VlaConfig
 from vla_ros.model.families import resolve_family
 from vla_ros.model.loader import build_meta_model, load_vla, scan_shards
+from vla_ros.model.spec import CheckpointError, VlaSpec
 from vla_ros.model.tiny import cached_tiny_checkpoint
 
 torch.set_num_threads(1)
@@ -69,7 +69,7 @@ def test_loads_and_skips_dead_tower_weights():
 
 
 def test_meta_model_holds_no_memory():
-    cfg = VlaConfig.from_dir(cached_tiny_checkpoint())
+    cfg = VlaSpec.from_dir(cached_tiny_checkpoint())
     model = build_meta_model(cfg, resolve_family(cfg))
     assert all(p.device.type == "meta" for p in model.parameters())
 
@@ -197,7 +197,7 @@ def test_minivla_tied_embeddings_and_gqa():
 
 def test_real_tower_checkpoint_loads_on_meta_shapes():
     """The real DINOv2-L + SigLIP-SO400M key set matches the truncated towers (shapes only, no data)."""
-    cfg = VlaConfig.from_dict({**json.loads((cached_tiny_checkpoint() / "config.json").read_text()),
+    cfg = VlaSpec.from_dict({**json.loads((cached_tiny_checkpoint() / "config.json").read_text()),
                                "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m",
                                                   "vit_so400m_patch14_siglip_224"],
                                "tower_specs": None})

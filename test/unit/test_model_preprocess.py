@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vla_ros.model.config import VlaConfig
 from vla_ros.model.loader import read_preprocess
 from vla_ros.model.preprocess import (
     ImageInputError,
     ImagePreprocessor,
-    PreprocessConfig,
+    PreprocessSpec,
     center_crop,
     cv2_resize,
     pil_bicubic_resize,
     torch_resize,
 )
+from vla_ros.model.spec import VlaSpec
 from vla_ros.model.tiny import cached_tiny_checkpoint
 
 SIZES = [((480, 640), (224, 224)), ((720, 1280), (224, 224)), ((100, 150), (224, 224)),
@@ -51,7 +51,7 @@ def test_torch_resize_within_one_of_pil_and_cv2_is_only_close():
 
 def test_normalization_matches_torchvision_math():
     """ToTensor (/255 in float32) then (x - mean) / std per tower, stacked as [1, 6, S, S]."""
-    cfg = PreprocessConfig(image_size=224, means=((0.484375, 0.455078125, 0.40625), (0.5, 0.5, 0.5)),
+    cfg = PreprocessSpec(image_size=224, means=((0.484375, 0.455078125, 0.40625), (0.5, 0.5, 0.5)),
                            stds=((0.228515625, 0.2236328125, 0.224609375), (0.5, 0.5, 0.5)), resize="pil")
     rgb = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     pixels = ImagePreprocessor(cfg)(rgb)
@@ -65,7 +65,7 @@ def test_normalization_matches_torchvision_math():
 
 def test_checkpoint_preprocessor_config_is_used():
     path = cached_tiny_checkpoint()
-    pre = read_preprocess(path, VlaConfig.from_dir(path))
+    pre = read_preprocess(path, VlaSpec.from_dir(path))
     assert pre.means[0] == (0.484375, 0.455078125, 0.40625)  # bf16-rounded, as released
     assert pre.stds[0] == (0.228515625, 0.2236328125, 0.224609375)
     assert pre.means[1] == (0.5, 0.5, 0.5) and pre.image_size == 224
@@ -78,7 +78,7 @@ def test_center_crop_keeps_nine_tenths_of_the_area():
     assert crop.shape[0] * crop.shape[1] / (480 * 640) == pytest.approx(0.9, abs=0.002)
     marked = np.zeros((100, 100, 3), dtype=np.uint8)
     marked[0, :] = 255  # the top row is cropped away
-    cfg = PreprocessConfig(224, ((0.5,) * 3,), ((0.5,) * 3,), center_crop=True, resize="pil")
+    cfg = PreprocessSpec(224, ((0.5,) * 3,), ((0.5,) * 3,), center_crop=True, resize="pil")
     assert ImagePreprocessor(cfg).resize(marked).max() == 0
 
 
@@ -90,13 +90,13 @@ def test_center_crop_keeps_nine_tenths_of_the_area():
     ([[0, 0, 0]], "numpy array"),
 ])
 def test_bad_images_are_clear_errors(bad, match):
-    cfg = PreprocessConfig(224, ((0.5,) * 3,), ((0.5,) * 3,))
+    cfg = PreprocessSpec(224, ((0.5,) * 3,), ((0.5,) * 3,))
     with pytest.raises(ImageInputError, match=match):
         ImagePreprocessor(cfg)(bad)
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="resize"):
-        PreprocessConfig(224, ((0.5,) * 3,), ((0.5,) * 3,), resize="lanczos")
+        PreprocessSpec(224, ((0.5,) * 3,), ((0.5,) * 3,), resize="lanczos")
     with pytest.raises(ValueError, match="std"):
-        PreprocessConfig(224, ((0.5,) * 3,), ((0.0, 0.5, 0.5),))
+        PreprocessSpec(224, ((0.5,) * 3,), ((0.0, 0.5, 0.5),))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from vla_ros.model.config import CheckpointError
 from vla_ros.model.families import get_family
+from vla_ros.model.spec import CheckpointError
 from vla_ros.model.tiny import cached_tiny_checkpoint, tiny_corpus
 from vla_ros.model.tokenizer import TextTokenizer
 

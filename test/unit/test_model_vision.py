@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from vla_ros.model.config import KNOWN_TOWERS, VlaConfig
 from vla_ros.model.loader import load_vla
 from vla_ros.model.projector import FusedMLPProjector, MLPProjector
+from vla_ros.model.spec import KNOWN_TOWERS, VlaSpec
 from vla_ros.model.tiny import cached_tiny_checkpoint
 from vla_ros.model.vision import (
     TruncatedViT,
@@ -53,7 +53,7 @@ def test_truncated_towers_equal_timm_intermediate_layers(image_size):
 
 
 def test_truncated_tower_has_no_dead_parts():
-    cfg = VlaConfig.from_dir(cached_tiny_checkpoint())
+    cfg = VlaSpec.from_dir(cached_tiny_checkpoint())
     for spec in cfg.tower_specs:
         tower = TruncatedViT(spec, cfg.image_size)
         assert len(tower.blocks) == spec.depth - 1
@@ -62,7 +62,7 @@ def test_truncated_tower_has_no_dead_parts():
 
 
 def test_dead_key_rules():
-    cfg = VlaConfig.from_dir(cached_tiny_checkpoint())
+    cfg = VlaSpec.from_dir(cached_tiny_checkpoint())
     last = cfg.tower_specs[0].depth - 1
     assert is_dead_tower_key(f"vision_backbone.featurizer.blocks.{last}.attn.qkv.weight", cfg)
     assert is_dead_tower_key("vision_backbone.featurizer.norm.weight", cfg)
@@ -97,7 +97,7 @@ def test_layerscale_renaming():
 
 def test_real_tower_and_projector_shapes_on_meta():
     """The 7 B model's vision side: 23 + 26 blocks, 2176 channels, 256 patches, ~71 M projector."""
-    cfg = VlaConfig.from_dict({
+    cfg = VlaSpec.from_dict({
         "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
         "use_fused_vision_backbone": True, "image_sizes": [224, 224],
         "text_config": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 1,

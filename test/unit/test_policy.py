@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vla_ros.config import PolicyConfig
+from vla_ros.core.config import PolicyConfig
+from vla_ros.core.types import Instruction, Observation, Policy
 from vla_ros.model.loader import load_vla
 from vla_ros.model.normalization import GripperOptions, UnnormKeyError, action_stats, unnormalize
 from vla_ros.model.preprocess import ImageInputError
@@ -17,7 +18,6 @@ from vla_ros.runtime.backend import Backend
 from vla_ros.runtime.factory import BackendUnavailableError, make_policy
 from vla_ros.runtime.policy import STAGES, VlaPolicy
 from vla_ros.runtime.torch_backend import TorchBackend
-from vla_ros.types import Instruction, Observation, Policy
 
 torch.set_num_threads(1)
 TEXT = "pick up the red block"

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vla_ros.control.limits import SafetyLimits
 from vla_ros.control.safety import (
     GATE_BITS,
     STALL_TICKS,
@@ -25,7 +24,8 @@ from vla_ros.control.safety import (
     intervention_names,
 )
 from vla_ros.control.scheduler import ScheduledStep
-from vla_ros.types import Pose
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.types import Pose
 
 I = Intervention  # noqa: E741
 DT = 0.01

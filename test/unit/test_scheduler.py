@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vla_ros.control.scheduler import ActionScheduler
-from vla_ros.types import ActionChunk
+from vla_ros.core.types import ActionChunk
 
 P = 0.2  # action period [s]
 

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from vla_ros.control.limits import SafetyLimits
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.types import ActionChunk
 from vla_ros.sim import evaluate
 from vla_ros.sim.dataset import (
     DATASET_KEY,
     STATS_FILE,
     DemoDataset,
-    NoiseConfig,
+    NoiseSpec,
     action_statistics,
     collect,
     normalize_actions,
@@ -29,7 +30,6 @@ from vla_ros.sim.evaluate import (
 from vla_ros.sim.expert import expert_action
 from vla_ros.sim.tasks import Task
 from vla_ros.sim.world import WorldState
-from vla_ros.types import ActionChunk
 
 
 def test_expert_succeeds_on_both_task_kinds_through_the_safety_filter():
@@ -81,7 +81,7 @@ def test_noisy_expert_never_changes_the_true_state():
     task = harness.reset(5, "pick")
     before = harness.world.state.to_array()
     policy = NoisyExpertPolicy(harness.world, noise_m=0.05, bias_m=0.05)
-    from vla_ros.types import Instruction, Observation
+    from vla_ros.core.types import Instruction, Observation
 
     frame = Observation(np.zeros((4, 4, 3), np.uint8), 0.0)
     chunk = policy.predict(frame, Instruction(task.instruction, 0.0))
@@ -231,7 +231,7 @@ def test_relabelled_samples_repeat_a_frame_with_another_task_and_its_expert_acti
         expected = expert_action(state, task)  # from the float32 state: may round to the next quantum
         np.testing.assert_allclose(expected[:3], d.actions[row, :3], atol=0.004 + 1e-6)
         assert expected[6] == d.actions[row, 6]
-    plain = collect(4, seed=3, image_size=64, noise=NoiseConfig(relabel_probability=0.0))
+    plain = collect(4, seed=3, image_size=64, noise=NoiseSpec(relabel_probability=0.0))
     tasks = {(int(e), k, int(t)) for e, k, t in zip(plain.episode, plain.kinds, plain.targets)}
     assert len(tasks) == len(set(plain.episode.tolist()))  # one task per episode, no extra samples
 

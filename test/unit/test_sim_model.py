@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from vla_ros.config import PolicyConfig  # noqa: E402
+from vla_ros.core.config import PolicyConfig  # noqa: E402
 from vla_ros.runtime.factory import DEMO_CHECKPOINT, make_policy  # noqa: E402
 from vla_ros.sim.evaluate import (  # noqa: E402
     evaluate,

@@ -10,14 +10,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from vla_ros.config import PolicyConfig  # noqa: E402
+from vla_ros.core.config import PolicyConfig  # noqa: E402
+from vla_ros.core.types import Instruction, Observation  # noqa: E402
 from vla_ros.model.loader import load_vla  # noqa: E402
 from vla_ros.runtime.factory import make_policy  # noqa: E402
 from vla_ros.sim import train  # noqa: E402
 from vla_ros.sim.dataset import DATASET_KEY, DemoDataset, collect  # noqa: E402
 from vla_ros.sim.render import Renderer  # noqa: E402
 from vla_ros.sim.world import COLOURS, TabletopWorld  # noqa: E402
-from vla_ros.types import Instruction, Observation  # noqa: E402
 
 TOY = ["--episodes", "4", "--image-size", "56", "--tower-dim", "16", "--tower-depth", "2",
        "--tower-heads", "2", "--llm-hidden", "32", "--llm-layers", "1", "--llm-heads", "2",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vla_ros.sim.expert import expert_action
-from vla_ros.sim.render import CameraConfig, Renderer
+from vla_ros.sim.render import CameraSpec, Renderer
 from vla_ros.sim.tasks import PHRASINGS, Task, is_success, make_instruction, move_goal, parse_instruction
 from vla_ros.sim.world import COLOURS, SHAPES, SceneObject, TabletopWorld, WorldState
 
@@ -140,7 +140,7 @@ def test_render_shape_dtype_and_determinism():
 
 
 def test_render_size_follows_the_camera_config():
-    renderer = Renderer(CameraConfig(width=320, height=256))
+    renderer = Renderer(CameraSpec(width=320, height=256))
     world = TabletopWorld()
     world.reset(0)
     assert renderer.render(world.state).shape == (256, 320, 3)

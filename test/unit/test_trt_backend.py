@@ -9,7 +9,7 @@ import pytest
 import torch
 from export_fixtures import HAVE_TRT_RTX, NO_TRT_RTX, engines_rtx, exported, random_cases, tiny_checkpoint
 
-from vla_ros.config import PolicyConfig
+from vla_ros.core.config import PolicyConfig
 from vla_ros.runtime import engine_file as ef
 from vla_ros.runtime.graph_dir import GraphDirError
 

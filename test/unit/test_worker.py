@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from vla_ros.core.types import Instruction, Observation
 from vla_ros.runtime.synthetic import SyntheticPolicy, instruction_direction
 from vla_ros.runtime.worker import InferenceWorker
-from vla_ros.types import Instruction, Observation
 
 
 class Recorder:

@@ -22,8 +22,8 @@ from pathlib import Path
 from vla_ros.bag.io import BagError, BagReader
 from vla_ros.bag.make_bag import sim_frames, write_camera_bag
 from vla_ros.bag.replay import LatencyModel, ReplayError, ReplayOptions, make_replay_policy, replay_bag
-from vla_ros.config import load_config
-from vla_ros.schema import ConfigError
+from vla_ros.core.config import load_config
+from vla_ros.core.schema import ConfigError
 
 
 def run_benchmark(seconds: float = 60.0, rate_hz: float = 30.0, size: int = 224,

@@ -1,4 +1,4 @@
-"""Bag messages (rosbags objects) to vla_ros types: images through vla_ros.images, poses, instructions."""
+"""Bag messages (rosbags objects) to vla_ros types: images (vla_ros.core.images), poses, instructions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from vla_ros.bag.io import COMPRESSED_IMAGE, IMAGE, stamp_ns
-from vla_ros.images import RAW_ENCODINGS, ImageError, decode_compressed, decode_raw
+from vla_ros.core.images import RAW_ENCODINGS, ImageError, decode_compressed, decode_raw
 
 __all__ = ["ImageError", "image_rgb", "image_stamp_ns", "check_image_format"]
 

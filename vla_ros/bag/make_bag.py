@@ -31,7 +31,7 @@ from vla_ros.bag.io import (
     qos_profile,
     serialize,
 )
-from vla_ros.images import encode_raw
+from vla_ros.core.images import encode_raw
 
 FrameSource = Callable[[int, float], np.ndarray]
 
@@ -44,12 +44,12 @@ DEFAULT_INSTRUCTIONS: tuple[tuple[float, str], ...] = (
 
 def sim_frames(seed: int = 0, width: int = 224, height: int = 224) -> FrameSource:
     """Frames of the tabletop simulator; the gripper circles over the table (no expert needed)."""
-    from vla_ros.sim.render import CameraConfig, Renderer
+    from vla_ros.sim.render import CameraSpec, Renderer
     from vla_ros.sim.world import TabletopWorld
 
     world = TabletopWorld()
     base = world.reset(seed=seed)
-    renderer = Renderer(CameraConfig(width=width, height=height))
+    renderer = Renderer(CameraSpec(width=width, height=height))
     centre = base.gripper_position.copy()
 
     def frame(index: int, t_s: float) -> np.ndarray:

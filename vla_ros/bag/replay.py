@@ -60,13 +60,13 @@ from vla_ros.bag.io import (
     qos_profile,
     stamp_msg,
 )
-from vla_ros.config import NodeConfig, load_config
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command, intervention_names
-from vla_ros.inputs import decode_string_cdr, pose_from_fields
+from vla_ros.core.config import NodeConfig, load_config
+from vla_ros.core.inputs import decode_string_cdr, pose_from_fields
+from vla_ros.core.schema import ConfigError
+from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy
 from vla_ros.runtime.worker import run_policy
-from vla_ros.schema import ConfigError
-from vla_ros.types import ActionChunk, Instruction, Observation, Policy
 
 STATUS_TOPIC = "~/status"  # the node publishes VlaStatus on ~/status
 BAG_NAME = "replay"
@@ -759,7 +759,7 @@ def make_replay_policy(name: str, config: NodeConfig) -> Policy:
         from vla_ros.runtime.synthetic import SyntheticPolicy
 
         return SyntheticPolicy(latency_s=0.0)  # latency is the replay's latency model, not real work
-    from vla_ros.model.config import CheckpointError
+    from vla_ros.model.spec import CheckpointError
     from vla_ros.runtime.factory import BackendUnavailableError, make_policy
 
     try:

@@ -14,7 +14,6 @@ import threading
 
 import numpy as np
 
-from vla_ros.control.limits import SafetyLimits
 from vla_ros.control.safety import (
     GATE_BITS,
     Command,
@@ -24,8 +23,9 @@ from vla_ros.control.safety import (
     apply_filter,
 )
 from vla_ros.control.scheduler import ActionScheduler
-from vla_ros.schema import validate
-from vla_ros.types import ActionChunk, Pose, validate_chunk
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import validate
+from vla_ros.core.types import ActionChunk, Pose, validate_chunk
 
 # A tick later than this many tick periods after the previous one is a stall: the scheduler drops
 # what fell in between instead of replaying it (see ActionScheduler, max_tick_gap_s).

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vla_ros.control.limits import SafetyLimits
-from vla_ros.schema import ConfigError, apply_overrides
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import ConfigError, apply_overrides
 
 PREFIX = "safety."
 PROFILE_DIR_ENV = "VLA_ROS_PROFILE_DIR"  # extra directory searched first for profile names

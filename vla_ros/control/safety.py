@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vla_ros.control.limits import SafetyLimits
-from vla_ros.types import Pose
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.types import Pose
 
 if TYPE_CHECKING:  # only for annotations: the scheduler imports nothing from here
     from vla_ros.control.scheduler import ScheduledStep

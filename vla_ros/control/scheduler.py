@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_ros.types import ACTION_DIM, ActionChunk
+from vla_ros.core.types import ACTION_DIM, ActionChunk
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_ros.model.config import CheckpointError
+from vla_ros.model.spec import CheckpointError
 
 DEFAULT_MAX_POSITIONS = 2048  # rotary table length; prompts are ~300 tokens for 224 px towers
 

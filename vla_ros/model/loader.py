@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from vla_ros.model.action_tokenizer import ActionTokenizer
-from vla_ros.model.config import CheckpointError, VlaConfig, read_json
 from vla_ros.model.families import Family, resolve_family
-from vla_ros.model.preprocess import PreprocessConfig
+from vla_ros.model.preprocess import PreprocessSpec
+from vla_ros.model.spec import CheckpointError, VlaSpec, read_json
 from vla_ros.model.tokenizer import TextTokenizer
 from vla_ros.model.vision import is_dead_tower_key, released_to_module_key
 from vla_ros.model.vla import VlaModel
@@ -37,13 +37,13 @@ class LoadedVla:
     """Everything a policy needs from a checkpoint."""
 
     path: Path
-    config: VlaConfig
+    config: VlaSpec
     family: Family
     model: VlaModel
     tokenizer: TextTokenizer
     action_tokenizer: ActionTokenizer
     norm_stats: dict
-    preprocess: PreprocessConfig
+    preprocess: PreprocessSpec
     dtype: str
     device: str
 
@@ -104,7 +104,7 @@ def scan_shards(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return found
 
 
-def _is_ignorable(key: str, cfg: VlaConfig, tied: bool) -> bool:
+def _is_ignorable(key: str, cfg: VlaSpec, tied: bool) -> bool:
     """Checkpoint tensors that exist in released files but that this model does not use."""
     if is_dead_tower_key(key, cfg) or key.endswith("rotary_emb.inv_freq"):
         return True
@@ -112,7 +112,7 @@ def _is_ignorable(key: str, cfg: VlaConfig, tied: bool) -> bool:
 
 
 def check_keys(model_shapes: dict[str, tuple[int, ...]], found: dict[str, tuple[str, tuple[int, ...]]],
-               cfg: VlaConfig, tied: bool) -> dict[str, str]:
+               cfg: VlaSpec, tied: bool) -> dict[str, str]:
     """Match checkpoint keys to module keys; raise on missing/unexpected keys and shape mismatches.
 
     Returns module key -> checkpoint key.
@@ -145,7 +145,7 @@ def check_keys(model_shapes: dict[str, tuple[int, ...]], found: dict[str, tuple[
     return mapping
 
 
-def build_meta_model(cfg: VlaConfig, family: Family) -> VlaModel:
+def build_meta_model(cfg: VlaSpec, family: Family) -> VlaModel:
     """The model with parameters on the meta device (no memory, no init)."""
     with torch.device("meta"):
         return VlaModel(cfg, family.llm_class(cfg.llm_model_type))
@@ -201,7 +201,7 @@ def _byte_groups(keys: list[str], targets: dict[str, torch.Tensor], limit: int) 
     return groups
 
 
-def read_norm_stats(path: Path, cfg: VlaConfig) -> dict:
+def read_norm_stats(path: Path, cfg: VlaSpec) -> dict:
     """config.json norm_stats, updated by dataset_statistics.json when present (fine-tunes)."""
     stats = dict(cfg.norm_stats)
     extra = path / "dataset_statistics.json"
@@ -213,8 +213,8 @@ def read_norm_stats(path: Path, cfg: VlaConfig) -> dict:
     return stats
 
 
-def read_preprocess(path: Path, cfg: VlaConfig, center_crop: bool = False, resize: str = "auto"
-                    ) -> PreprocessConfig:
+def read_preprocess(path: Path, cfg: VlaSpec, center_crop: bool = False, resize: str = "auto"
+                    ) -> PreprocessSpec:
     """Per-tower mean/std from preprocessor_config.json (released: bf16-rounded), else the towers'."""
     means = [s.mean for s in cfg.tower_specs]
     stds = [s.std for s in cfg.tower_specs]
@@ -234,7 +234,7 @@ def read_preprocess(path: Path, cfg: VlaConfig, center_crop: bool = False, resiz
         if isinstance(sizes, list) and any(list(s)[-2:] != [cfg.image_size] * 2 for s in sizes):
             raise CheckpointError(f"{file}: input_sizes {sizes} disagree with image_sizes {cfg.image_sizes}")
     try:
-        return PreprocessConfig(image_size=cfg.image_size,
+        return PreprocessSpec(image_size=cfg.image_size,
                                 means=tuple(tuple(float(v) for v in m) for m in means),
                                 stds=tuple(tuple(float(v) for v in s) for s in stds),
                                 center_crop=center_crop, resize=resize)
@@ -252,7 +252,7 @@ def load_vla(path: str | Path, dtype: str = "fp32", device: str = "cpu", family:
         raise CheckpointError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} requested but CUDA is not available")
-    cfg = VlaConfig.from_dir(path)
+    cfg = VlaSpec.from_dir(path)
     fam = resolve_family(cfg, family)
     tokenizer = TextTokenizer(path)
     action_tokenizer = fam.action_tokenizer(cfg, tokenizer)

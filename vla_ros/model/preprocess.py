@@ -153,7 +153,7 @@ def resolve_resize(method: str) -> str:
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessSpec:
     """Image size, per-tower mean/std (as the checkpoint's processor stores them), crop and resize."""
 
     image_size: int
@@ -174,7 +174,7 @@ class PreprocessConfig:
 class ImagePreprocessor:
     """RGB uint8 [H, W, 3] -> float32 pixel_values [1, 3 * n_towers, S, S]."""
 
-    def __init__(self, cfg: PreprocessConfig) -> None:
+    def __init__(self, cfg: PreprocessSpec) -> None:
         self.cfg = cfg
         self._mean = [np.asarray(m, dtype=np.float32).reshape(3, 1, 1) for m in cfg.means]
         self._std = [np.asarray(s, dtype=np.float32).reshape(3, 1, 1) for s in cfg.stds]

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from vla_ros.model.config import IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD, TowerSpec
 from vla_ros.model.projector import make_projector
+from vla_ros.model.spec import IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD, TowerSpec
 from vla_ros.model.vision import full_tower, module_to_released_key
 
 N_BINS = 256
@@ -199,7 +199,7 @@ def write_tiny_checkpoint(path: str | Path, family: str = "openvla", seed: int =
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if real_towers:
-        from vla_ros.model.config import KNOWN_TOWERS
+        from vla_ros.model.spec import KNOWN_TOWERS
 
         specs = [KNOWN_TOWERS[i.split(".")[0]] for i in REAL_TIMM_IDS]
         if image_size % 14:

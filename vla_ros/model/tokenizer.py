@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vla_ros.model.config import CheckpointError, read_json
+from vla_ros.model.spec import CheckpointError, read_json
 
 
 def _token_text(value: Any) -> str | None:

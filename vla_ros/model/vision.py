@@ -13,7 +13,7 @@ from timm.layers import get_act_layer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vla_ros.model.config import TowerSpec, VlaConfig
+from vla_ros.model.spec import TowerSpec, VlaSpec
 
 # Checkpoint key suffixes of the released towers that the truncated towers do not have.
 DEAD_TOWER_PARTS = ("norm.", "fc_norm.", "attn_pool.", "head.")
@@ -71,7 +71,7 @@ class VisionBackbone(nn.Module):
     with its own mean/std) -> [B, P, sum of tower dims].
     """
 
-    def __init__(self, cfg: VlaConfig) -> None:
+    def __init__(self, cfg: VlaSpec) -> None:
         super().__init__()
         acts = cfg.timm_override_act_layers or [None] * cfg.n_towers
         self.featurizer = TruncatedViT(cfg.tower_specs[0], cfg.image_size, acts[0])
@@ -91,7 +91,7 @@ def tower_prefixes(n_towers: int) -> list[str]:
     return ["vision_backbone.featurizer.", "vision_backbone.fused_featurizer."][:n_towers]
 
 
-def is_dead_tower_key(key: str, cfg: VlaConfig) -> bool:
+def is_dead_tower_key(key: str, cfg: VlaSpec) -> bool:
     """True for released tower weights the truncated towers do not use (last block, norm, pool, head)."""
     for prefix, spec in zip(tower_prefixes(cfg.n_towers), cfg.tower_specs):
         if key.startswith(prefix):

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla_ros.model.config import VlaConfig
 from vla_ros.model.llm import LmCore, make_text_config
 from vla_ros.model.projector import make_projector
+from vla_ros.model.spec import VlaSpec
 from vla_ros.model.vision import VisionBackbone
 
 IGNORE_INDEX = -100
@@ -48,7 +48,7 @@ class VlaOutput:
 class VlaModel(nn.Module):
     """Vision backbone (1-2 truncated timm towers) -> projector -> transformers causal LM."""
 
-    def __init__(self, cfg: VlaConfig, llm_class: type, attn_implementation: str = "sdpa") -> None:
+    def __init__(self, cfg: VlaSpec, llm_class: type, attn_implementation: str = "sdpa") -> None:
         super().__init__()
         self.cfg = cfg
         self.vision_backbone = VisionBackbone(cfg)

@@ -29,7 +29,7 @@ def node_topics(config_path: str | None = None, namespace: str = "/", node_name:
                 ) -> list[str]:
     """Absolute names of vla_node's topics for a config: inputs, command (+ gripper), status."""
     from vla_ros.bag.replay import resolve_topic
-    from vla_ros.config import load_config
+    from vla_ros.core.config import load_config
 
     cfg = load_config(config_path)
     t = cfg.topics

@@ -15,16 +15,16 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from vla_ros.control.safety import Command, intervention_names
-from vla_ros.images import MAX_COMPRESSED_BYTES, MAX_PIXELS, ImageError, decode_compressed, decode_raw
-from vla_ros.inputs import (  # noqa: F401  (re-exported: the node's input rules live there)
+from vla_ros.core.images import MAX_COMPRESSED_BYTES, MAX_PIXELS, ImageError, decode_compressed, decode_raw
+from vla_ros.core.inputs import (  # noqa: F401  (re-exported: the node's input rules live there)
     MAX_INSTRUCTION_BYTES,
     InputError,
     decode_string_cdr,
     pose_from_fields,
     sanitize_instruction,
 )
+from vla_ros.core.types import Pose
 from vla_ros.msg import EndEffectorCommand
-from vla_ros.types import Pose
 
 # Serialized camera messages larger than this are rejected before deserialization
 # (the largest acceptable frame, MAX_PIXELS at 4 bytes per pixel, plus header room).
@@ -48,7 +48,7 @@ def time_to_seconds(stamp: Time) -> float:
 
 # ----- camera ------------------------------------------------------------------------------------
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 [H, W, 3] from a sensor_msgs/Image (see vla_ros.images.decode_raw)."""
+    """RGB uint8 [H, W, 3] from a sensor_msgs/Image (see vla_ros.core.images.decode_raw)."""
     return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
 
 

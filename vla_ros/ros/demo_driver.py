@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
-from vla_ros.config import NodeConfig
+from vla_ros.core.config import NodeConfig
 from vla_ros.msg import EndEffectorCommand, VlaStatus
 from vla_ros.ros.qos import reliable_qos
 
@@ -112,10 +112,10 @@ class InProcessGraph:
 
     def start(self, log: Log) -> None:
         """Create the nodes, configure and activate vla_node (raises GraphError with the reason)."""
+        from vla_ros.core.schema import ConfigError
         from vla_ros.ros.node import VlaNode
         from vla_ros.ros.params import config_to_parameters
         from vla_ros.ros.sim_node import SimNode
-        from vla_ros.schema import ConfigError
 
         opt, cfg = self.options, self.options.config
         rclpy.init(args=ros_args(opt.verbose), context=self.context)

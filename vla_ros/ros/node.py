@@ -29,12 +29,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Bool, Float64, String
+from std_msgs.msg import Bool, Float64, Header, String
 from std_srvs.srv import SetBool, Trigger
 
-from vla_ros.config import NodeConfig
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command
+from vla_ros.control.status import Counters, status_fields
+from vla_ros.core.config import NodeConfig
+from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy
 from vla_ros.msg import EndEffectorCommand, VlaStatus
 from vla_ros.ros.conversions import (
     command_to_end_effector,
@@ -48,10 +50,7 @@ from vla_ros.ros.conversions import (
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
 from vla_ros.ros.qos import camera_qos, reliable_qos
 from vla_ros.runtime.worker import InferenceWorker, ProcessInferenceWorker
-from vla_ros.types import ActionChunk, Instruction, Observation, Policy
 
-STATE_CODES = {"DISARMED": VlaStatus.DISARMED, "ARMED": VlaStatus.ARMED, "HOLDING": VlaStatus.HOLDING,
-               "ESTOPPED": VlaStatus.ESTOPPED, "FAULT": VlaStatus.FAULT}
 WARN_THROTTLE_S = 2.0
 
 
@@ -451,33 +450,23 @@ class VlaNode(LifecycleNode):
         """The current VlaStatus (built from counters; also used by tests)."""
         core, worker = self.core, self.worker
         now, mono = self._now(), time.monotonic()
-        msg = VlaStatus()
-        msg.header.stamp = seconds_to_time(now)
-        msg.header.frame_id = self.config.control.frame_id
+        header = Header(stamp=seconds_to_time(now), frame_id=self.config.control.frame_id)
         if core is None or worker is None:
-            msg.state, msg.state_name, msg.last_error = VlaStatus.DISARMED, "UNCONFIGURED", self.last_error
-            return msg
-        state = core.state
-        msg.state, msg.state_name = STATE_CODES[state], state
-        msg.instruction = core.instruction
-        msg.backend = self._backend
-        msg.inference_latency_s = float(worker.stats.last_latency_s)
+            return VlaStatus(header=header, state=VlaStatus.DISARMED, state_name="UNCONFIGURED",
+                             last_error=self.last_error or "")
         ticks, calls = self.ticks.count, worker.stats.calls_ok
+        control_hz = model_hz = 0.0
         if self._status_prev is not None and mono > self._status_prev[0]:
             dt = mono - self._status_prev[0]
-            msg.control_rate_hz = (ticks - self._status_prev[1]) / dt
-            msg.model_rate_hz = (calls - self._status_prev[2]) / dt
+            control_hz = (ticks - self._status_prev[1]) / dt
+            model_hz = (calls - self._status_prev[2]) / dt
         self._status_prev = (mono, ticks, calls)
-        msg.image_age_s = _age(now, core.image_stamp)
-        msg.instruction_age_s = _age(now, core.instruction_stamp)
-        msg.action_age_s = _age(now, core.last_chunk_stamp)
-        counters = core.counters
-        msg.commands_published = self.commands_published
-        msg.safety_interventions = counters.get("interventions", 0)
-        msg.rejected_inputs = sum(self.rejected.values())
-        msg.policy_errors = worker.stats.errors
-        msg.last_error = core.fault or self.last_error or worker.stats.last_error
-        return msg
+        counters = Counters(
+            backend=self._backend, inference_latency_s=worker.stats.last_latency_s, model_rate_hz=model_hz,
+            control_rate_hz=control_hz, commands_published=self.commands_published,
+            rejected_inputs=sum(self.rejected.values()), policy_errors=worker.stats.errors,
+            last_error=self.last_error or worker.stats.last_error)
+        return VlaStatus(header=header, **status_fields(core, now, counters))
 
     def _on_status(self) -> None:
         try:
@@ -537,10 +526,6 @@ def _describe(policy: Policy) -> str:
         return str(policy.describe())
     except Exception as exc:
         return f"{type(policy).__name__} (describe failed: {exc})"
-
-
-def _age(now: float, stamp: float | None) -> float:
-    return -1.0 if stamp is None else max(0.0, now - stamp)
 
 
 def _spin_quietly(executor: SingleThreadedExecutor) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from vla_ros.schema import ConfigError
+from vla_ros.core.schema import ConfigError
 
 DEFAULT_SWITCH_INTERVAL_S = 0.0005
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         overrides = dict(parse_param(p) for p in args.param)
-        from vla_ros.config import load_config  # validates before ROS starts
+        from vla_ros.core.config import load_config  # validates before ROS starts
 
         cfg = load_config(args.config, overrides) if (args.config or overrides) else None
     except ConfigError as exc:
@@ -88,7 +88,7 @@ def explicit_parameters(cfg, given: dict[str, Any]):
 
     Those override --ros-args parameters; every other parameter keeps what --ros-args says.
     """
-    from vla_ros.config import NodeConfig
+    from vla_ros.core.config import NodeConfig
     from vla_ros.ros.params import config_to_parameters
 
     defaults = {p.name: p.value for p in config_to_parameters(NodeConfig())}

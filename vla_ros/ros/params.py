@@ -1,7 +1,7 @@
 """NodeConfig <-> ROS 2 parameters: one declared parameter per config leaf, with its descriptor.
 
 Names are the dotted config names (`control.control_rate_hz`), so a parameters file nests them
-as YAML sections. Descriptors come from vla_ros.schema metadata: the help text (with units), a
+as YAML sections. Descriptors come from vla_ros.core.schema metadata: the help text (with units), a
 FloatingPointRange for numbers with a range, the allowed choices for strings. All are read-only:
 the node reads them when it is configured. Any invalid value raises ConfigError naming the
 parameter and its allowed values; rclpy's own range check runs first, and the schema's check
@@ -19,8 +19,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from vla_ros.config import NodeConfig
-from vla_ros.schema import ConfigError, apply_overrides, check_value, iter_fields, validate
+from vla_ros.core.config import NodeConfig
+from vla_ros.core.schema import ConfigError, apply_overrides, check_value, iter_fields, validate
 
 
 def _parameter_type(value: Any) -> int:
@@ -147,7 +147,7 @@ YAML_HEADER = """\
 # The values below are the defaults. All parameters are read-only once the node has started; an
 # invalid value stops start-up with a message naming the parameter and its allowed range.
 # Robot-specific safety limits: config/robots/*.yaml (launch argument robot:=NAME).
-# Generated from the schema (vla_ros/config.py): python -m vla_ros.ros.params > config/vla.yaml
+# Generated from the schema (vla_ros/core/config.py): python -m vla_ros.ros.params > config/vla.yaml
 """
 
 

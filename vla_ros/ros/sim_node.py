@@ -24,9 +24,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from vla_ros.control.limits import SafetyLimits
 from vla_ros.control.profiles import profile_limits
-from vla_ros.schema import ConfigError
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import ConfigError
 from vla_ros.sim.evaluate import sim_limits
 from vla_ros.sim.render import Renderer
 from vla_ros.sim.tasks import TASK_KINDS, Task, is_success, parse_instruction, sample_task

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.types import Instruction, Observation
+from vla_ros.core.types import Instruction, Observation
 
 
 @dataclass
@@ -186,7 +186,7 @@ def make_runner(name: str, opts: BenchOptions) -> Runner:
     """The row `name`: a registered factory, else VlaPolicy from make_policy(backend=name)."""
     if name in ROWS:
         return ROWS[name](opts)
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
     from vla_ros.runtime.factory import make_policy
 
     cfg = PolicyConfig(checkpoint=opts.checkpoint, backend=name, device=opts.device, dtype=opts.dtype,

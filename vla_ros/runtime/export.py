@@ -320,7 +320,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-text-tokens", type=int, default=DEFAULT_MAX_TEXT_TOKENS,
                     help="longest prompt in tokens that the TensorRT profiles cover")
     args = ap.parse_args(argv)
-    from vla_ros.model.config import CheckpointError
+    from vla_ros.model.spec import CheckpointError
 
     try:
         export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.opset,

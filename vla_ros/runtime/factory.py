@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from vla_ros.config import PolicyConfig
-from vla_ros.model.config import CheckpointError
+from vla_ros.core.config import PolicyConfig
+from vla_ros.core.types import Policy
 from vla_ros.model.normalization import GripperOptions
-from vla_ros.types import Policy
+from vla_ros.model.spec import CheckpointError
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "demo_vla"
 

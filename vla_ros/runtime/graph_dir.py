@@ -59,16 +59,16 @@ def check_dtype(manifest: dict[str, Any], dtype: str, graph_dir: str | Path) -> 
 
 def policy_for(checkpoint: str | Path, backend: Any, cfg: Any) -> Any:
     """A VlaPolicy over `backend` with the checkpoint's tokenizer, preprocessing and statistics."""
-    from vla_ros.model.config import VlaConfig
     from vla_ros.model.families import resolve_family
     from vla_ros.model.loader import read_norm_stats, read_preprocess
     from vla_ros.model.normalization import GripperOptions, action_stats
     from vla_ros.model.preprocess import ImagePreprocessor
+    from vla_ros.model.spec import VlaSpec
     from vla_ros.model.tokenizer import TextTokenizer
     from vla_ros.runtime.policy import VlaPolicy
 
     path = Path(checkpoint)
-    vla_cfg = VlaConfig.from_dir(path)
+    vla_cfg = VlaSpec.from_dir(path)
     family = resolve_family(vla_cfg, None)
     tokenizer = TextTokenizer(path)
     stats = action_stats(read_norm_stats(path, vla_cfg), cfg.unnorm_key or None)

@@ -233,7 +233,7 @@ def bench_row(opts: Any) -> Any:
     """`vla-ros bench` row "onnxruntime": the policy over opts.engine_dir, with as many threads as torch."""
     import torch
 
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
     from vla_ros.runtime.bench import PolicyRunner
     from vla_ros.runtime.factory import resolve_checkpoint
 

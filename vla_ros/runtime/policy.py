@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_ros.core.types import ACTION_DIM, ActionChunk, Instruction, Observation, validate_chunk
 from vla_ros.model.action_tokenizer import ActionTokenizer
 from vla_ros.model.families import Family
 from vla_ros.model.normalization import ActionStats, GripperOptions, action_stats, unnormalize
 from vla_ros.model.preprocess import ImagePreprocessor
 from vla_ros.runtime.backend import Backend
-from vla_ros.types import ACTION_DIM, ActionChunk, Instruction, Observation, validate_chunk
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "detokenize")
 

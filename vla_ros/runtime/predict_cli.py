@@ -47,10 +47,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
+    from vla_ros.core.schema import validate
+    from vla_ros.core.types import Instruction, Observation
     from vla_ros.runtime.factory import make_policy
-    from vla_ros.schema import validate
-    from vla_ros.types import Instruction, Observation
 
     if args.threads > 0 and args.backend == "torch":
         import torch

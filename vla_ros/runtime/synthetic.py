@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.types import ACTION_DIM, ActionChunk, Instruction, Observation
+from vla_ros.core.types import ACTION_DIM, ActionChunk, Instruction, Observation
 
 MODES = ("ok", "raise", "nan", "hang", "bad_shape")
 BUSY_KINDS = ("sleep", "python", "numpy")

@@ -323,7 +323,7 @@ def bench_row(opts: Any) -> Any:
     """`vla-ros bench` row "tensorrt"; skipped (with the reason) where no GPU or no TensorRT is present."""
     import torch
 
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
     from vla_ros.runtime.bench import PolicyRunner, RowUnavailableError
     from vla_ros.runtime.factory import resolve_checkpoint
 

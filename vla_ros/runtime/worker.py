@@ -2,7 +2,7 @@
 
 The mailbox holds one (observation, instruction) pair; a newer submit replaces an older one that
 has not started, so no queue grows while the model is slower than the camera. A call that raises,
-returns an invalid chunk (vla_ros.types.validate_chunk) or runs longer than `max_inference_s`
+returns an invalid chunk (vla_ros.core.types.validate_chunk) or runs longer than `max_inference_s`
 reports a fault; the first call that succeeds in time afterwards reports the recovery.
 
 ProcessInferenceWorker has the same interface but runs the policy in a child process: the caller's
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vla_ros.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
+from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
 
 
 def check_policy_output(chunk: object, observation: Observation, instruction: Instruction

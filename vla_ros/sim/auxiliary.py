@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_ros.sim.render import Camera, CameraConfig
+from vla_ros.sim.render import Camera, CameraSpec
 from vla_ros.sim.world import COLOURS, SHAPES, STATE_GRIPPER_FIELDS, STATE_OBJECT_FIELDS
 
 N_OBJECT_TYPES = len(COLOURS) * len(SHAPES)
@@ -44,7 +44,7 @@ class AuxiliaryTargets:
     """Targets of both heads from flat world states (`WorldState.to_array`) and target indices."""
 
     def __init__(self, image_size: int, patch_size: int = 14, sigma_patches: float = 0.6,
-                 camera: CameraConfig | None = None) -> None:
+                 camera: CameraSpec | None = None) -> None:
         self.camera = Camera(camera)
         self.scale = image_size / self.camera.config.width  # camera pixels -> tower-input pixels
         self.grid = image_size // patch_size

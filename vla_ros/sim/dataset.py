@@ -25,11 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vla_ros.core.types import ACTION_DIM, ActionChunk, Instruction, Observation
 from vla_ros.sim.evaluate import SimHarness, episode_plan
-from vla_ros.sim.expert import ExpertConfig, expert_action
+from vla_ros.sim.expert import ExpertGains, expert_action
 from vla_ros.sim.tasks import TASK_KINDS, Task, sample_task
 from vla_ros.sim.world import TabletopWorld
-from vla_ros.types import ACTION_DIM, ActionChunk, Instruction, Observation
 
 DATASET_KEY = "vla_ros_sim_tabletop"  # the norm_stats / dataset_statistics key of the demo data
 NORMALIZE_MASK = [True, True, True, True, True, True, False]  # gripper absolute, not normalised
@@ -40,7 +40,7 @@ Resize = Callable[[np.ndarray, int], np.ndarray]  # RGB uint8 [H, W, 3], size ->
 
 
 @dataclass
-class NoiseConfig:
+class NoiseSpec:
     """Perturbations of the executed actions during collection (labels stay clean)."""
 
     clean_episode_fraction: float = 0.3  # episodes executed exactly as the expert says
@@ -157,12 +157,12 @@ def resize_area(rgb: np.ndarray, size: int) -> np.ndarray:
 class CollectingPolicy:
     """The expert as a Policy that records (frame, instruction, clean action) and executes a noisy one."""
 
-    def __init__(self, world: TabletopWorld, noise: NoiseConfig, rng: np.random.Generator,
-                 image_size: int | None, resize: Resize, expert: ExpertConfig | None = None) -> None:
+    def __init__(self, world: TabletopWorld, noise: NoiseSpec, rng: np.random.Generator,
+                 image_size: int | None, resize: Resize, expert: ExpertGains | None = None) -> None:
         """`rng` drives the noise; `start_episode` may replace it with the episode's own stream."""
         self.world, self.noise, self.rng = world, noise, rng
         self.image_size, self.resize = image_size, resize
-        self.expert = expert or ExpertConfig()
+        self.expert = expert or ExpertGains()
         self.task: Task | None = None
         self.sigma = 0.0
         self.relabel_rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ class CollectingPolicy:
 
 
 def collect(episodes: int, seed: int = 0, image_size: int | None = None, resize: Resize = resize_area,
-            kinds: Sequence[str] = TASK_KINDS, noise: NoiseConfig | None = None,
+            kinds: Sequence[str] = TASK_KINDS, noise: NoiseSpec | None = None,
             max_actions: int = 40, settle_actions: int = 2, workers: int = 1,
             progress: Callable[[int, int], None] | None = None) -> DemoDataset:
     """Run `episodes` noisy-expert episodes (seeds seed, seed+1, ...) and keep every policy frame.
@@ -240,7 +240,7 @@ def collect(episodes: int, seed: int = 0, image_size: int | None = None, resize:
     The result does not depend on `workers` (each episode has its own random stream); with
     workers > 1, `resize` must be picklable (a module-level function).
     """
-    noise = noise or NoiseConfig()
+    noise = noise or NoiseSpec()
     plan = episode_plan(episodes, seed, kinds)
     if workers <= 1 or episodes < 2 * workers:
         parts = [_collect_part(plan, seed, image_size, resize, noise, max_actions, settle_actions, progress)]
@@ -280,7 +280,7 @@ def _single_threaded() -> None:
 
 
 def _collect_part(plan: list[tuple[int, str]], seed: int, image_size: int | None, resize: Resize,
-                  noise: NoiseConfig, max_actions: int, settle_actions: int,
+                  noise: NoiseSpec, max_actions: int, settle_actions: int,
                   progress: Callable[[int, int], None] | None) -> dict:
     """Collect the episodes of `plan` in this process."""
     harness = SimHarness()

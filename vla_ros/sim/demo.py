@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_ros.schema import ConfigError
+from vla_ros.core.schema import ConfigError
 from vla_ros.sim.tasks import PHRASINGS, TASK_KINDS, make_instruction
 
 DEFAULT_OUT = Path("build") / "demo"
@@ -248,7 +248,7 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 def load_demo_config(args: argparse.Namespace):  # -> NodeConfig
     """config/demo.yaml (or --config) with --param and --checkpoint applied, validated."""
-    from vla_ros.config import load_config
+    from vla_ros.core.config import load_config
     from vla_ros.ros.node_main import parse_param
 
     overrides = dict(parse_param(p) for p in args.param)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_demo_config(args)
         if args.policy == "model" and not args.attach:
-            from vla_ros.model.config import CheckpointError
+            from vla_ros.model.spec import CheckpointError
             from vla_ros.runtime.factory import resolve_checkpoint
 
             try:

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.control.core import ControlCore
-from vla_ros.control.limits import SafetyLimits
-from vla_ros.schema import ConfigError
-from vla_ros.sim.expert import ExpertConfig, expert_action
-from vla_ros.sim.render import CameraConfig, Renderer
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import ConfigError
+from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy
+from vla_ros.sim.expert import ExpertGains, expert_action
+from vla_ros.sim.render import CameraSpec, Renderer
 from vla_ros.sim.tasks import TASK_KINDS, Task, is_success, parse_instruction, sample_task
-from vla_ros.sim.world import TabletopWorld, WorldConfig, WorldState
-from vla_ros.types import ActionChunk, Instruction, Observation, Policy
+from vla_ros.sim.world import TabletopWorld, WorldSpec, WorldState
 
 DEFAULT_MAX_ACTIONS = 40  # policy calls per episode before it counts as a failure (8 s at 0.2 s)
 # The simulated gripper closes as fast as the WidowX 250's (config/robots/widowx_250.yaml): a whole
@@ -63,9 +63,9 @@ class EpisodeResult:
 class ExpertPolicy:
     """The scripted expert as a Policy: it reads the instruction and the simulator's true state."""
 
-    def __init__(self, world: TabletopWorld, config: ExpertConfig | None = None) -> None:
+    def __init__(self, world: TabletopWorld, config: ExpertGains | None = None) -> None:
         self.world = world
-        self.config = config or ExpertConfig()
+        self.config = config or ExpertGains()
 
     def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
         task = parse_instruction(instruction.text, self.world.state)
@@ -92,7 +92,7 @@ class NoisyExpertPolicy(ExpertPolicy):
     """
 
     def __init__(self, world: TabletopWorld, noise_m: float = 0.01, bias_m: float = 0.0, seed: int = 0,
-                 config: ExpertConfig | None = None) -> None:
+                 config: ExpertGains | None = None) -> None:
         super().__init__(world, config)
         self.noise_m, self.bias_m = noise_m, bias_m
         self.rng = np.random.default_rng(seed)
@@ -124,8 +124,8 @@ class SimHarness:
     """A world, a camera and a ControlCore factory with the node's timing and safety limits."""
 
     def __init__(self, limits: SafetyLimits | None = None, control_rate_hz: float = 10.0,
-                 action_period_s: float = 0.2, world_config: WorldConfig | None = None,
-                 camera_config: CameraConfig | None = None) -> None:
+                 action_period_s: float = 0.2, world_config: WorldSpec | None = None,
+                 camera_config: CameraSpec | None = None) -> None:
         self.limits = limits or sim_limits()
         self.tick_period_s = 1.0 / control_rate_hz
         self.action_period_s = action_period_s
@@ -284,7 +284,7 @@ def image_following(policy_factory: Callable[[TabletopWorld], Policy], seeds: Se
     return out
 
 
-def _free_spot(state, target: int, config: WorldConfig) -> np.ndarray:
+def _free_spot(state, target: int, config: WorldSpec) -> np.ndarray:
     """The spawn-box point farthest from the target's place that keeps clear of the other objects."""
     xs = np.linspace(config.spawn_min_xy[0], config.spawn_max_xy[0], 9)
     ys = np.linspace(config.spawn_min_xy[1], config.spawn_max_xy[1], 9)
@@ -331,7 +331,7 @@ def load_model_policy(checkpoint: str = "", backend: str = "", config=None) -> P
     """
     import dataclasses
 
-    from vla_ros.config import NodeConfig
+    from vla_ros.core.config import NodeConfig
     from vla_ros.runtime.factory import make_policy
 
     policy_cfg = (config or NodeConfig()).policy
@@ -371,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_node_config(config_path: str = "", robot_profile: str = ""):
     """The node's configuration (file + robot profile), as vla_node would read it."""
-    from vla_ros.config import load_config
     from vla_ros.control.profiles import load_profile
+    from vla_ros.core.config import load_config
 
     overrides = load_profile(robot_profile) if robot_profile else {}
     return load_config(config_path or None, overrides=overrides)

@@ -27,7 +27,7 @@ from vla_ros.sim.world import WorldState
 
 
 @dataclass
-class ExpertConfig:
+class ExpertGains:
     """Gains and heights of the scripted expert."""
 
     max_axis_step_m: float = 0.028  # largest translation per axis and action period (0.14 m/s at 0.2 s)
@@ -43,9 +43,9 @@ class ExpertConfig:
     closed_empty: float = 0.3  # fingers closed past this (narrower than any object): the grasp missed
 
 
-def expert_action(state: WorldState, task: Task, config: ExpertConfig | None = None) -> np.ndarray:
+def expert_action(state: WorldState, task: Task, config: ExpertGains | None = None) -> np.ndarray:
     """The expert's action [7] for `task` in `state`."""
-    cfg = config or ExpertConfig()
+    cfg = config or ExpertGains()
     g = state.gripper_position
     goal, gripper = _goal_and_gripper(state, task, cfg)
     error = goal - g
@@ -54,7 +54,7 @@ def expert_action(state: WorldState, task: Task, config: ExpertConfig | None = N
     return np.array([*delta, 0.0, 0.0, 0.0, gripper], dtype=np.float64)
 
 
-def _goal_and_gripper(state: WorldState, task: Task, cfg: ExpertConfig) -> tuple[np.ndarray, float]:
+def _goal_and_gripper(state: WorldState, task: Task, cfg: ExpertGains) -> tuple[np.ndarray, float]:
     """Where the fingertips should go next and the gripper command."""
     g = state.gripper_position
     hover = move_goal(state, task.target)

@@ -24,7 +24,7 @@ TABLE_CORNERS = np.array([[0.24, -0.22, 0.0], [0.24, 0.22, 0.0], [0.68, 0.22, 0.
 
 
 @dataclass
-class CameraConfig:
+class CameraSpec:
     """A pinhole camera looking at the table from in front of it (robot at the far side)."""
 
     width: int = 224
@@ -37,8 +37,8 @@ class CameraConfig:
 class Camera:
     """Projects base-frame points to pixels."""
 
-    def __init__(self, config: CameraConfig | None = None) -> None:
-        self.config = c = config or CameraConfig()
+    def __init__(self, config: CameraSpec | None = None) -> None:
+        self.config = c = config or CameraSpec()
         self.position = np.array(c.position_m, np.float64)
         forward = np.array(c.look_at_m) - self.position
         self.forward = forward / np.linalg.norm(forward)
@@ -62,7 +62,7 @@ class Camera:
 class Renderer:
     """Draws a WorldState; one instance per camera, reusable across frames."""
 
-    def __init__(self, camera: CameraConfig | None = None) -> None:
+    def __init__(self, camera: CameraSpec | None = None) -> None:
         self.camera = Camera(camera)
         c = self.camera.config
         self._background = np.empty((c.height, c.width, 3), np.uint8)

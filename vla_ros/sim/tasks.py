@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_ros.sim.world import COLOURS, SHAPES, WorldConfig, WorldState
+from vla_ros.sim.world import COLOURS, SHAPES, WorldSpec, WorldState
 
 TASK_KINDS: tuple[str, ...] = ("pick", "move")
 
@@ -109,9 +109,9 @@ def move_goal(state: WorldState, index: int) -> np.ndarray:
     return np.array([obj.position[0], obj.position[1], obj.position[2] + obj.size + MOVE_HOVER_ABOVE_TOP_M])
 
 
-def is_success(task: Task, state: WorldState, config: WorldConfig | None = None) -> bool:
+def is_success(task: Task, state: WorldState, config: WorldSpec | None = None) -> bool:
     """Pick: the target is held and lifted; move: the fingertips hover above the target."""
-    config = config or WorldConfig()
+    config = config or WorldSpec()
     if not 0 <= task.target < len(state.objects):
         return False
     if task.kind == "pick":

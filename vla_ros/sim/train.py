@@ -93,7 +93,7 @@ class PolicyResize:
     """The policy preprocessor's own resize (whatever method it resolves to), picklable for workers."""
 
     def __init__(self, preprocess) -> None:
-        self.preprocess = preprocess  # vla_ros.model.preprocess.PreprocessConfig (frozen, picklable)
+        self.preprocess = preprocess  # vla_ros.model.preprocess.PreprocessSpec (frozen, picklable)
         self._preprocessor = None
 
     def __getstate__(self) -> dict:
@@ -578,7 +578,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, resume: bool = False, eval_ep
 
 def run_check(checkpoint: Path, episodes: int, seed: int) -> dict:
     """Closed-loop success of the saved checkpoint through the regular loader and Policy."""
-    from vla_ros.config import PolicyConfig
+    from vla_ros.core.config import PolicyConfig
     from vla_ros.runtime.factory import make_policy
     from vla_ros.sim.evaluate import evaluate, format_table, summarize
 

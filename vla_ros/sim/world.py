@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vla_ros.types import Pose
+from vla_ros.core.types import Pose
 
 # Name -> RGB. Distinct hues so that a small vision tower tells them apart at 112 px.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -31,7 +31,7 @@ STATE_GRIPPER_FIELDS = 6  # x, y, z, yaw, opening, held index (-1 = none)
 
 
 @dataclass
-class WorldConfig:
+class WorldSpec:
     """Geometry and ranges of the tabletop world (metres, radians)."""
 
     spawn_min_xy: tuple[float, float] = (0.33, -0.13)  # object centres are drawn in this box
@@ -114,8 +114,8 @@ class WorldState:
 class TabletopWorld:
     """The simulator core: reset to a random scene, step with per-tick commands, report the pose."""
 
-    def __init__(self, config: WorldConfig | None = None) -> None:
-        self.config = config or WorldConfig()
+    def __init__(self, config: WorldSpec | None = None) -> None:
+        self.config = config or WorldSpec()
         self.state = WorldState([], np.array([0.45, 0.0, 0.15]))
 
     # ----------------------------------------------------------------------------- scene

@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from vla_ros.model.action_tokenizer import ActionTokenizer, extra_tokens_tokenizer, last_ids_tokenizer
-from vla_ros.model.config import CheckpointError, VlaConfig
+from vla_ros.model.spec import CheckpointError, VlaSpec
 
 ACTION_MAPPINGS = ("last_ids", "extra_tokens")
 
@@ -37,7 +37,7 @@ class Family:
         if self.action_mapping not in ACTION_MAPPINGS:
             raise ValueError(f"family {self.name}: action_mapping must be one of {ACTION_MAPPINGS}")
 
-    def matches(self, cfg: VlaConfig) -> bool:
+    def matches(self, cfg: VlaSpec) -> bool:
         """True when the checkpoint's LLM is one this family runs."""
         return cfg.llm_model_type in self.llm_classes
 
@@ -71,7 +71,7 @@ class Family:
             raise ValueError("the prompt must have at least two tokens (the patches go after the first)")
         return ids
 
-    def action_tokenizer(self, cfg: VlaConfig, tokenizer) -> ActionTokenizer:
+    def action_tokenizer(self, cfg: VlaSpec, tokenizer) -> ActionTokenizer:
         """The id <-> bin mapping of this family for this checkpoint."""
         if self.action_mapping == "extra_tokens":
             act = extra_tokens_tokenizer(tokenizer, cfg.n_action_bins, self.extra_token_pattern)
@@ -108,7 +108,7 @@ def get_family(name: str) -> Family:
     return _REGISTRY[name]
 
 
-def resolve_family(cfg: VlaConfig, name: str | None = None) -> Family:
+def resolve_family(cfg: VlaSpec, name: str | None = None) -> Family:
     """The family for a checkpoint: the explicit name (argument, then config.json 'vla_family'), else the
     one family that claims its LLM type."""
     explicit = name or cfg.family

@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from vla_ros.types import Pose
+from vla_ros.core.types import Pose
 
 MAX_INSTRUCTION_BYTES = 4096  # UTF-8 bytes; longer instructions are rejected, not truncated
 QUATERNION_NORM_TOLERANCE = 0.1  # |q| must be within 1 +- this; it is then normalized

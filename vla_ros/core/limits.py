@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vla_ros.schema import ConfigError, param
+from vla_ros.core.schema import ConfigError, param
 
 
 @dataclass

@@ -84,7 +84,7 @@ SUPPORTED_RESIZE_STRATEGIES = ("resize-naive",)
 
 
 @dataclass
-class VlaConfig:
+class VlaSpec:
     """The fields of config.json the model needs, validated."""
 
     timm_model_ids: list[str]
@@ -135,7 +135,7 @@ class VlaConfig:
         return int(self.text_config["vocab_size"])
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> VlaConfig:
+    def from_dict(d: dict[str, Any]) -> VlaSpec:
         """Validate a parsed config.json."""
         if not isinstance(d, dict):
             raise CheckpointError("config.json must hold a JSON object")
@@ -183,7 +183,7 @@ class VlaConfig:
         norm_stats = d.get("norm_stats") or {}
         if not isinstance(norm_stats, dict):
             raise CheckpointError("config.json: 'norm_stats' must be an object keyed by dataset name")
-        return VlaConfig(
+        return VlaSpec(
             timm_model_ids=list(ids), tower_specs=specs, image_sizes=list(sizes),
             text_config=dict(text_config), use_fused_vision_backbone=bool(fused),
             timm_override_act_layers=list(overrides), vision_backbone_id=backbone_id,
@@ -193,12 +193,12 @@ class VlaConfig:
             norm_stats=norm_stats, family=str(d.get("vla_family", "")), raw=d)
 
     @staticmethod
-    def from_dir(path: str | Path) -> VlaConfig:
+    def from_dir(path: str | Path) -> VlaSpec:
         """Read `path/config.json`."""
         file = Path(path) / "config.json"
         if not file.is_file():
             raise CheckpointError(f"{path}: no config.json (is this an OpenVLA-layout checkpoint directory?)")
-        return VlaConfig.from_dict(read_json(file))
+        return VlaSpec.from_dict(read_json(file))
 
 
 def _tower_specs(d: dict[str, Any], ids: list[str]) -> list[TowerSpec]:

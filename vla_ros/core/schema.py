@@ -9,6 +9,8 @@ import dataclasses
 import math
 from typing import Any
 
+import yaml
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type or out of its allowed range."""
@@ -123,3 +125,20 @@ def flatten_yaml(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`NAME=VALUE` with a YAML-typed value (`50` -> 50, `true` -> True, `[0, 1]` -> list)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"--param {text!r}: expected NAME=VALUE, e.g. safety.max_translation_step_m=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return name.strip(), value
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """Repeated `--param NAME=VALUE` items as a dict of overrides (the last one wins)."""
+    return dict(parse_assignment(item) for item in items)

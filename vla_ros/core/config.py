@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from vla_ros.control.limits import SafetyLimits
-from vla_ros.schema import ConfigError, apply_overrides, flatten_yaml, param, validate
+from vla_ros.core.limits import SafetyLimits
+from vla_ros.core.schema import ConfigError, apply_overrides, flatten_yaml, param, validate
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The lowest layer: data types, the configuration schema, input decoding and validation."""

@@ -1,0 +1,46 @@
+"""Files the package ships (config/, msg/) and the JSON it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGE_NAME = "vla_ros"
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # <repo> in a source checkout
+
+
+def share_candidates(*parts: str) -> list[Path]:
+    """Where a shipped file may be, in order: the source tree, colcon prefixes, the Python prefix."""
+    candidates = [SOURCE_ROOT.joinpath(*parts)]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix, "share", PACKAGE_NAME, *parts))
+    candidates.append(Path(sys.prefix, "share", PACKAGE_NAME, *parts))
+    return list(dict.fromkeys(candidates))
+
+
+def find_shared(*parts: str) -> Path | None:
+    """The first existing `share/vla_ros/<parts>` (or `<repo>/<parts>`), or None."""
+    return next((p for p in share_candidates(*parts) if p.exists()), None)
+
+
+def json_default(value: object) -> object:
+    """json.dumps `default=` for numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | os.PathLike[str], payload: Any, indent: int = 1) -> None:
+    """Write JSON atomically (a reader never sees half a file), numpy values included."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=indent, default=json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
