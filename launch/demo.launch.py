@@ -3,7 +3,7 @@
 Three processes, the same graph `vla-ros demo` builds in one process:
 - vla_sim, the tabletop simulator (`python -m vla_ros.ros.sim_node`), seeded;
 - vla_node from vla.launch.py with config/demo.yaml (autostart, DISARMED until the driver arms it);
-- the episode driver, `vla-ros demo --attach` (`python -m vla_ros.sim.demo`): it arms vla_node, runs
+- the episode driver, `vla-ros demo --attach` (`python -m vla_ros.ros.demo`): it arms vla_node, runs
   the episodes, records the mcap bag, writes the plot and summary.json, and ends the launch when done.
 
 The argument -> command-line mapping is plain Python (tested without the launch packages);
@@ -15,6 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
+
+from vla_ros.core.config import load_config
+from vla_ros.sim.config import sim_config_for
 
 HERE = Path(__file__).resolve().parent
 # Source tree: <repo>/launch -> <repo>/config; installed: share/vla_ros/launch -> share/vla_ros/config.
@@ -89,15 +92,16 @@ def resolve(args: dict[str, str]) -> dict[str, Any]:
 
 def sim_command(values: dict[str, Any], python: str = sys.executable) -> list[str]:
     """vla_sim's command line, its topics taken from the vla_node config (so both sides match)."""
-    from vla_ros.core.config import load_config
-
-    cfg = load_config(values["config_file"])
-    params = {"camera_topic": cfg.topics.camera, "pose_topic": cfg.topics.pose or "vla/ee_pose",
-              "command_topic": cfg.topics.command, "instruction_topic": cfg.topics.instruction,
-              "frame_id": cfg.control.frame_id, "seed": str(values["seed"]),
-              "camera_rate_hz": repr(float(values["camera_rate_hz"]))}  # '10.0': a double parameter
-    if values["task"] in ("pick", "move"):  # alternate: the driver asks for the kind of each episode
-        params["task_kind"] = values["task"]
+    # alternate / any: the driver asks for the kind of each episode, vla_sim draws at random
+    task_kind = values["task"] if values["task"] in ("pick", "move") else ""
+    sim = sim_config_for(load_config(values["config_file"]), seed=values["seed"], task_kind=task_kind,
+                         camera_rate_hz=values["camera_rate_hz"])
+    params = {"camera_topic": sim.camera_topic, "pose_topic": sim.pose_topic,
+              "command_topic": sim.command_topic, "instruction_topic": sim.instruction_topic,
+              "frame_id": sim.frame_id, "seed": str(sim.seed),
+              "camera_rate_hz": repr(sim.camera_rate_hz)}  # '10.0': a double parameter
+    if sim.task_kind:
+        params["task_kind"] = sim.task_kind
     cmd = [python, "-m", "vla_ros.ros.sim_node", "--ros-args", "-r", "__node:=vla_sim"]
     for name, value in params.items():
         cmd += ["-p", f"{name}:={value}"]
@@ -112,7 +116,7 @@ def vla_launch_arguments(values: dict[str, Any]) -> dict[str, str]:
 
 def driver_command(values: dict[str, Any], python: str = sys.executable) -> list[str]:
     """`vla-ros demo --attach ...`: episodes, bag, plot and summary against the running nodes."""
-    cmd = [python, "-m", "vla_ros.sim.demo", "--attach", "--episodes", str(values["episodes"]),
+    cmd = [python, "-m", "vla_ros.ros.demo", "--attach", "--episodes", str(values["episodes"]),
            "--task", values["task"],
            "--max-seconds-per-episode", repr(float(values["max_seconds_per_episode"])),
            "--out", values["out"], "--config", values["config_file"],
@@ -124,6 +128,7 @@ def driver_command(values: dict[str, Any], python: str = sys.executable) -> list
 
 
 def _launch_setup(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - OpaqueFunction signature
+    # lazy: the launch packages are needed only by ros2 launch; the mapping above is tested without them
     from launch.actions import EmitEvent, ExecuteProcess, IncludeLaunchDescription, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
@@ -142,6 +147,7 @@ def _launch_setup(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - O
 
 def generate_launch_description():  # noqa: ANN201 - launch.LaunchDescription, imported lazily
     """Declared arguments, then the three processes built from their values."""
+    # lazy: as in _launch_setup
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     from launch import LaunchDescription

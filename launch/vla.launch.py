@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vla_ros.control.profiles import load_profile
+from vla_ros.core.config import load_config
+from vla_ros.core.schema import ConfigError, iter_fields
+
 # argument -> (default, description)
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "config_file": ("", "vla_node parameters file (ROS 2 or plain YAML); empty = built-in defaults "
@@ -26,10 +30,11 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "use_sim_time": ("false", "follow /clock (bag replay, simulators)"),
     "autostart": ("true", "configure and activate at start; false leaves it to a lifecycle manager"),
     "arm": ("false", "arm right after activation (otherwise call ~/arm)"),
-    "inference_process": ("false", "run the policy in a child process (control loop free of its GIL; "
-                                   "a hung policy is killed and rebuilt)"),
-    "control_priority": ("0", "SCHED_FIFO priority 1-99 of the control thread (needs rtprio rights); "
-                              "0 = off"),
+    "inference_process": ("", "true: run the policy in a child process (control loop free of its GIL; "
+                              "a hung policy is killed and rebuilt) (execution.inference_process); "
+                              "empty = config value"),
+    "control_priority": ("", "SCHED_FIFO priority 1-99 of the control thread (needs rtprio rights), "
+                             "0 = off (execution.control_priority); empty = config value"),
 }
 
 # launch argument -> node parameter it sets when not empty
@@ -52,8 +57,6 @@ def parse_bool(name: str, text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    from vla_ros.core.schema import ConfigError
-
     raise ConfigError(f"launch argument '{name}' = {text!r}: must be true or false")
 
 
@@ -63,23 +66,25 @@ def node_settings(args: dict[str, str]) -> dict[str, Any]:
     `parameters` holds every NodeConfig leaf (validated) plus use_sim_time; raises ConfigError
     naming the parameter for an invalid value.
     """
-    from vla_ros.core.config import load_config
-    from vla_ros.core.schema import iter_fields
-
     values = {name: str(args.get(name, default)) for name, (default, _) in LAUNCH_ARGUMENTS.items()}
     unknown = sorted(set(args) - set(LAUNCH_ARGUMENTS))
     if unknown:
-        from vla_ros.core.schema import ConfigError
-
         raise ConfigError(f"unknown launch argument(s) {unknown} (known: {sorted(LAUNCH_ARGUMENTS)})")
     overrides: dict[str, Any] = {}
     if values["robot"]:
-        from vla_ros.control.profiles import load_profile
-
         overrides.update(load_profile(values["robot"]))
     for arg, param in ARGUMENT_PARAMETERS.items():
         if values[arg]:
             overrides[param] = values[arg]
+    process = values["inference_process"].strip()
+    if process:
+        overrides["execution.inference_process"] = parse_bool("inference_process", process)
+    priority = values["control_priority"].strip()
+    if priority:
+        if not priority.isdigit():
+            raise ConfigError(f"launch argument 'control_priority' = {priority!r}: "
+                              "must be an integer in [0, 99]")
+        overrides["execution.control_priority"] = int(priority)
     cfg = load_config(values["config_file"] or None, overrides)
     parameters: dict[str, Any] = {}
     for name, value, _ in iter_fields(cfg):
@@ -90,15 +95,6 @@ def node_settings(args: dict[str, str]) -> dict[str, Any]:
         arguments.append("--managed")
     if parse_bool("arm", values["arm"]):
         arguments.append("--arm")
-    if parse_bool("inference_process", values["inference_process"]):
-        arguments.append("--inference-process")
-    priority = values["control_priority"].strip()
-    if not priority.isdigit() or int(priority) > 99:
-        from vla_ros.core.schema import ConfigError
-
-        raise ConfigError(f"launch argument 'control_priority' = {priority!r}: must be an integer in [0, 99]")
-    if int(priority) > 0:
-        arguments += ["--control-priority", priority]
     return {"namespace": values["namespace"].strip("/"), "parameters": parameters, "arguments": arguments}
 
 

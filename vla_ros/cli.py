@@ -1,4 +1,7 @@
-"""`vla-ros <verb>`: one command line for everything; each verb lives in its own module."""
+"""`vla-ros <verb>`: one command line for everything; each verb lives in its own module.
+
+The top of the layer table: the one place where bag/ and sim/ meet (bags of simulator frames).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ import importlib
 import os
 import sys
 
-# verb -> (module, one-line help). Each module has `main(argv: list[str]) -> int`.
+# verb -> (module or module:function, one-line help); the function (default `main`) takes argv -> int.
 VERBS: dict[str, tuple[str, str]] = {
     "node": ("vla_ros.ros.node_main", "run vla_node without ros2 launch (--config FILE)"),
     "bench-control": ("vla_ros.ros.bench_control", "control-loop timing over real DDS"),
-    "demo": ("vla_ros.sim.demo", "closed-loop demo: simulator + vla_node over ROS topics"),
+    "demo": ("vla_ros.ros.demo", "closed-loop demo: simulator + vla_node over ROS topics"),
     "sim": ("vla_ros.ros.sim_node", "tabletop simulator node (camera, pose, commands, reset)"),
     "eval-demo": ("vla_ros.sim.evaluate", "success rate of the policy in the simulator, no ROS"),
     "train-demo": ("vla_ros.sim.train", "train the tiny embedded demo VLA on simulator data"),
@@ -21,7 +24,23 @@ VERBS: dict[str, tuple[str, str]] = {
     "replay": ("vla_ros.bag.replay", "deterministic offline replay of a rosbag"),
     "play": ("vla_ros.ros.bag_play", "publish a rosbag into a running ROS graph"),
     "record": ("vla_ros.ros.bag_record", "record the node's topics to a rosbag"),
+    "make-bag": ("vla_ros.cli:make_bag", "write a camera rosbag of simulator frames (to try replay)"),
+    "bench-replay": ("vla_ros.cli:bench_replay", "offline replay speed on a simulator bag"),
 }
+
+
+def make_bag(argv: list[str]) -> int:
+    """`vla-ros make-bag`: bag/make_bag with simulator frames."""
+    from vla_ros.bag import make_bag as tool  # lazy: each verb loads only what it runs
+    from vla_ros.sim.frames import sim_frames
+    return tool.main(argv, frames=sim_frames)
+
+
+def bench_replay(argv: list[str]) -> int:
+    """`vla-ros bench-replay`: bag/bench_replay with simulator frames."""
+    from vla_ros.bag import bench_replay as tool  # lazy: each verb loads only what it runs
+    from vla_ros.sim.frames import sim_frames
+    return tool.main(argv, frames=sim_frames)
 
 
 def usage() -> str:
@@ -42,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"vla-ros: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(VERBS[verb][0])
+    module_name, _, function = VERBS[verb][0].partition(":")
+    entry = getattr(importlib.import_module(module_name), function or "main")
     try:
-        return int(module.main(rest) or 0)
+        return int(entry(rest) or 0)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141  # 128 + SIGPIPE

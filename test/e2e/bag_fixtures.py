@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from vla_ros.bag.make_bag import sim_frames, write_camera_bag
+from vla_ros.bag.make_bag import write_camera_bag
+from vla_ros.sim.frames import sim_frames
 
 DURATION_S = 4.0
 CAMERA_HZ = 30.0

@@ -23,8 +23,15 @@ import numpy as np
 import pytest
 
 from vla_ros.core.config import load_config
-from vla_ros.sim import demo
-from vla_ros.sim.tasks import PHRASINGS, instruction_corpus, make_instruction
+from vla_ros.ros import demo
+from vla_ros.sim import demo as sim_demo
+from vla_ros.sim.tasks import (
+    PHRASINGS,
+    instruction_corpus,
+    instruction_kind,
+    make_instruction,
+    parse_phrasing,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
@@ -120,39 +127,40 @@ def test_instruction_kind_and_target_of_every_phrasing():
         for i in range(len(templates)):
             for target in (f"{c} {s}" for c in COLOURS for s in SHAPES):
                 text = make_instruction(kind, target, phrasing=i)
-                assert demo.parse_task(text) == (kind, target), text
-                assert demo.instruction_kind(text) == kind
+                assert parse_phrasing(text) == (kind, target), text
+                assert instruction_kind(text) == kind
     assert len(instruction_corpus()) == sum(map(len, PHRASINGS.values())) * len(COLOURS) * len(SHAPES)
-    assert demo.instruction_kind("dance for me") == "" and demo.parse_task("") == ("", "")
+    assert instruction_kind("dance for me") == "" and parse_phrasing("") == ("", "")
 
 
 def test_episode_instructions_alternate_kinds_about_the_simulators_target():
     rng = np.random.default_rng(0)
-    assert [demo.wanted_kind("alternate", i) for i in (1, 2, 3)] == ["pick", "move", "pick"]
-    assert demo.wanted_kind("any", 1) is None and demo.wanted_kind("move", 1) == "move"
-    assert demo.parse_task("hover over the blue ball") == ("move", "blue ball")
-    assert demo.episode_instruction("hover over the blue ball", None, rng) == "hover over the blue ball"
-    assert demo.episode_instruction("hover over the blue ball", "move", rng) == "hover over the blue ball"
+    assert [sim_demo.wanted_kind("alternate", i) for i in (1, 2, 3)] == ["pick", "move", "pick"]
+    assert sim_demo.wanted_kind("any", 1) is None and sim_demo.wanted_kind("move", 1) == "move"
+    assert parse_phrasing("hover over the blue ball") == ("move", "blue ball")
+    assert sim_demo.episode_instruction("hover over the blue ball", None, rng) == "hover over the blue ball"
+    assert sim_demo.episode_instruction("hover over the blue ball", "move", rng) == "hover over the blue ball"
     for _ in range(10):
-        changed = demo.episode_instruction("hover over the blue ball", "pick", rng)
-        assert demo.parse_task(changed) == ("pick", "blue ball")
-    assert demo.episode_instruction("dance", "pick", rng) == "dance"  # unknown text is left alone
+        changed = sim_demo.episode_instruction("hover over the blue ball", "pick", rng)
+        assert parse_phrasing(changed) == ("pick", "blue ball")
+    assert sim_demo.episode_instruction("dance", "pick", rng) == "dance"  # unknown text is left alone
 
 
 def test_summary_counts_and_rates():
     eps = [{"kind": "pick", "success": True, "seconds": 2.0},
            {"kind": "pick", "success": False, "seconds": 10.0},
            {"kind": "move", "success": True, "seconds": 1.0}]
-    table = demo.summarize(eps)
+    table = sim_demo.episode_summary(eps)
     assert table["all"] == {"episodes": 3, "successes": 2, "success_rate": pytest.approx(2 / 3),
                             "mean_seconds_to_success": pytest.approx(1.5)}
     assert table["by_kind"]["pick"]["success_rate"] == 0.5 and table["by_kind"]["move"]["successes"] == 1
-    assert demo.plotted_episode(eps) is eps[0]
-    assert demo.plotted_episode([{"success": False}, {"success": False}])["success"] is False
+    assert sim_demo.success_line(table) == "success rate: 2/3 (67%)   move 1/1, pick 1/2"
+    assert sim_demo.plotted_episode(eps) is eps[0]
+    assert sim_demo.plotted_episode([{"success": False}, {"success": False}])["success"] is False
 
 
 def test_demo_config_matches_training_timing_and_the_simulator():
-    from vla_ros.sim.evaluate import SimHarness
+    from vla_ros.sim.harness import SimHarness
     from vla_ros.sim.world import WorldSpec
 
     cfg = load_config(DEMO_CONFIG)
@@ -181,9 +189,10 @@ def test_demo_config_topics_match_the_sim_node_defaults():
     try:
         sim = SimNode(context=context)
         topics = load_config(DEMO_CONFIG).topics
-        assert (sim.camera_topic, sim.pose_topic, sim.command_topic, sim.instruction_topic) == (
+        c = sim.config
+        assert (c.camera_topic, c.pose_topic, c.command_topic, c.instruction_topic) == (
             topics.camera, topics.pose, topics.command, topics.instruction)
-        assert sim.command_type == "end_effector"
+        assert c.command_type == "end_effector"
         sim.destroy_node()
     finally:
         rclpy.shutdown(context=context)
@@ -208,7 +217,7 @@ def test_launch_maps_arguments_to_the_same_demo():
                              "model_path": "/models/demo"})
     assert launch.DEMO_CONFIG == DEMO_CONFIG and values["config_file"] == str(DEMO_CONFIG)
     cmd = launch.driver_command(values, python="python3")
-    assert cmd[:4] == ["python3", "-m", "vla_ros.sim.demo", "--attach"]
+    assert cmd[:4] == ["python3", "-m", "vla_ros.ros.demo", "--attach"]
     args = demo.build_parser().parse_args(cmd[3:])  # the driver accepts exactly these arguments
     assert demo.check_args(args) is None
     assert (args.episodes, args.task, args.no_bag, args.config) == (3, "pick", True, str(DEMO_CONFIG))
@@ -251,6 +260,8 @@ def test_launch_rejects_bad_arguments(args, words):
 def test_a_graph_that_never_comes_up_is_a_clear_error(tmp_path):
     """--attach with no nodes running: exit 1 naming what is missing, and a summary that says so."""
     pytest.importorskip("rclpy")
+    from vla_ros.ros.demo_outputs import bag_topic_counts
+
     out = tmp_path / "demo"
     proc = run_demo(["--attach", "--ready-timeout", "2", "--out", str(out)], timeout=60.0)
     assert proc.returncode == 1, explain(proc)
@@ -260,7 +271,7 @@ def test_a_graph_that_never_comes_up_is_a_clear_error(tmp_path):
     assert summary["episodes"] == [] and summary["summary"] is None and summary["plot"] is None
     assert any("timed out" in e for e in summary["errors"])
     if summary["bag"] is not None:  # what the recorder saw before the failure: closed and readable
-        assert all(t["count"] == 0 for t in demo.bag_topic_counts(out / "bag").values())
+        assert all(t["count"] == 0 for t in bag_topic_counts(out / "bag").values())
 
 
 # ----------------------------------------------------------------------------------------------- closed loop

@@ -14,8 +14,20 @@ from bag_fixtures import CAMERA_HZ, DURATION_S, make_sim_bag, tree_digest
 from vla_ros.bag import replay
 from vla_ros.bag.commands import DOF_NAMES, read_commands_csv
 from vla_ros.bag.compare import parse_tolerance
-from vla_ros.bag.io import END_EFFECTOR_COMMAND, VLA_STATUS, BagReader, read_metadata
-from vla_ros.bag.replay import CompareSpec, LatencyModel, ReplayOptions, replay_bag
+from vla_ros.bag.io import (
+    END_EFFECTOR_COMMAND,
+    POSE_STAMPED,
+    VLA_STATUS,
+    BagReader,
+    deserialize,
+    header_msg,
+    msg_class,
+    read_metadata,
+)
+from vla_ros.bag.latency import LatencyModel
+from vla_ros.bag.replay_types import CompareSpec, ReplayOptions
+from vla_ros.bag.replayer import replay_bag
+from vla_ros.bag.writer import BagWriter
 from vla_ros.core.config import load_config
 from vla_ros.runtime.synthetic import SyntheticPolicy
 
@@ -225,8 +237,6 @@ def test_policy_failures_hold_with_fault(sim_bag: Path, tmp_path: Path, mode: st
     assert set(results) <= {"error", "skipped", "unfinished at the end of the bag"}
     assert result.summary["inference"]["errors"] == results["error"] > 0
     with BagReader(tmp_path / mode / "replay") as r:
-        from vla_ros.bag.io import deserialize
-
         statuses = [deserialize(raw, VLA_STATUS) for _, _, raw in r.messages(["/vla_node/status"])]
     assert statuses[-1].state_name == "FAULT" and statuses[-1].policy_errors > 0
     assert statuses[-1].last_error
@@ -297,8 +307,6 @@ def test_tolerance_parsing() -> None:
 
 
 def test_pose_topic_feeds_the_workspace_rules(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from vla_ros.bag.io import POSE_STAMPED, BagWriter, header_msg, msg_class
-
     def poses(writer: BagWriter) -> None:
         point, quat = msg_class("geometry_msgs/msg/Point"), msg_class("geometry_msgs/msg/Quaternion")
         pose_cls = msg_class("geometry_msgs/msg/Pose")

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from vla_ros.bag import bench_replay
+from vla_ros.sim.frames import sim_frames
 
 
 def test_benchmark_reports_real_time_factor(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     assert bench_replay.main(["--seconds", "1.5", "--size", "64", "--json", str(out),
-                              "--workdir", str(tmp_path)]) == 0
+                              "--workdir", str(tmp_path)], frames=sim_frames) == 0
     table = capsys.readouterr().out
     assert "x real time" in table and "faster than real time" in table
     r = json.loads(out.read_text())

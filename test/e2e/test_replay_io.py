@@ -21,7 +21,6 @@ from vla_ros.bag.io import (
     VLA_STATUS,
     BagError,
     BagReader,
-    BagWriter,
     deserialize,
     header_msg,
     msg_class,
@@ -30,6 +29,7 @@ from vla_ros.bag.io import (
     typestore,
 )
 from vla_ros.bag.make_bag import gradient_frames, write_camera_bag
+from vla_ros.bag.writer import BagWriter
 
 
 def _command(t_ns: int, dx: float) -> object:

@@ -18,20 +18,18 @@ from std_msgs.msg import String  # noqa: E402
 
 from vla_ros.control.safety import Command, Intervention  # noqa: E402
 from vla_ros.core.config import NodeConfig, load_config  # noqa: E402
+from vla_ros.core.inputs import InputError, decode_string_cdr, sanitize_instruction  # noqa: E402
 from vla_ros.core.schema import ConfigError, iter_fields  # noqa: E402
 from vla_ros.core.types import Pose  # noqa: E402
 from vla_ros.ros.conversions import (  # noqa: E402
-    InputError,
     command_to_end_effector,
     command_to_pose_target,
     command_to_twist,
-    decode_string_cdr,
     pose_from_msg,
     quat_from_rpy,
     quat_multiply,
     raw_camera_to_rgb,
     rotvec_from_quat,
-    sanitize_instruction,
     seconds_to_time,
     time_to_seconds,
 )

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from vla_ros.model.tiny import cached_tiny_checkpoint
-from vla_ros.runtime import bench
-from vla_ros.runtime.bench import BenchOptions, format_table, run_bench, synthetic_image
+from vla_ros.runtime import bench, bench_rows
+from vla_ros.runtime.bench import format_table, run_bench, synthetic_image
+from vla_ros.runtime.bench_rows import BenchOptions
 
 torch.set_num_threads(1)
 
@@ -53,19 +54,19 @@ def test_unknown_row_is_a_clear_error(capsys):
 
 
 def test_register_row():
-    class Fixed(bench.Runner):
+    class Fixed(bench_rows.Runner):
         def run(self, rgb, text):
-            return bench.RunResult(tokens=[1], stages={"preprocess": 0.001}, steps=[], total=0.002)
+            return bench_rows.RunResult(tokens=[1], stages={"preprocess": 0.001}, steps=[], total=0.002)
 
         def describe(self):
             return "fixed"
 
-    bench.register_row("fixed-test-row", lambda opts: Fixed())
+    bench_rows.register_row("fixed-test-row", lambda opts: Fixed())
     try:
         result = run_bench(BenchOptions(), ["fixed-test-row"], runs=3, warmup=0, rgb=synthetic_image(64, 64),
                            text="x", log=lambda s: None)
     finally:
-        bench.ROWS.pop("fixed-test-row")
+        bench_rows.ROWS.pop("fixed-test-row")
     row = result["backends"]["fixed-test-row"]
     assert row["end_to_end"]["median_ms"] == pytest.approx(2.0)
     assert row["stages"]["preprocess"]["median_ms"] == pytest.approx(1.0)

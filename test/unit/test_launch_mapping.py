@@ -55,8 +55,19 @@ def test_arguments_override_the_config_file(launch_module, tmp_path):
     assert p["topics.camera"] == "/wrist/image_raw" and p["topics.instruction"] == "/teleop/text"
     assert p["topics.camera_transport"] == "compressed"
     assert p["use_sim_time"] is True
+    assert p["execution.inference_process"] is True and p["execution.control_priority"] == 80
     assert s["namespace"] == "arm_left"
-    assert s["arguments"] == ["--managed", "--arm", "--inference-process", "--control-priority", "80"]
+    assert s["arguments"] == ["--managed", "--arm"]
+
+
+def test_execution_arguments_keep_the_config_value_when_empty(launch_module, tmp_path):
+    cfg_file = tmp_path / "vla.yaml"
+    cfg_file.write_text("execution:\n  inference_process: true\n  control_priority: 50\n")
+    p = launch_module.node_settings({"config_file": str(cfg_file)})["parameters"]
+    assert p["execution.inference_process"] is True and p["execution.control_priority"] == 50
+    p = launch_module.node_settings({"config_file": str(cfg_file), "inference_process": "false",
+                                     "control_priority": "0"})["parameters"]
+    assert p["execution.inference_process"] is False and p["execution.control_priority"] == 0
 
 
 def test_robot_profile_applies_safety_limits(launch_module):
@@ -78,6 +89,8 @@ def test_shipped_config_file_loads(launch_module):
     ({"camera_transport": "theora"}, "'topics.camera_transport'"),
     ({"modelpath": "/x"}, "unknown launch argument"),
     ({"control_priority": "high"}, "'control_priority' = 'high'"),
+    ({"control_priority": "120"}, r"'execution.control_priority' = 120.*\[0, 99\]"),
+    ({"inference_process": "maybe"}, "'inference_process' = 'maybe'"),
 ])
 def test_invalid_arguments_name_the_parameter(launch_module, args, words):
     with pytest.raises(ConfigError, match=words):

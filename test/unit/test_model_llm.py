@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from vla_ros.model.attention import causal_mask
 from vla_ros.model.loader import load_vla
 from vla_ros.model.stages import DecodeStage, EmbedStage, PrefillStage, kv_names
 from vla_ros.model.tiny import cached_tiny_checkpoint
@@ -23,19 +24,21 @@ def _spliced(loaded, seed=0):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("fused", [False, True])
-def test_core_matches_transformers_forward(family, fused):
+def test_core_matches_transformers_forward(family):
     loaded = load_vla(cached_tiny_checkpoint(family=family))
     model, core = loaded.model, loaded.model.core
-    if fused:
-        core.fuse_projections()
     embeds = _spliced(loaded)
+    s = embeds.shape[1]
     with torch.no_grad():
         reference = model.language_model(inputs_embeds=embeds, use_cache=False).logits.float()
-        ours = core.forward_all(embeds)
+        ours = core.forward_all(embeds)  # fuses the projections on first use
+        explicit = core.forward_all(embeds, causal_mask(s, s))
         last, present = core.prefill(embeds)
+        after_fusing = model.language_model(inputs_embeds=embeds, use_cache=False).logits.float()
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(explicit, ours, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(last, reference[:, -1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after_fusing, reference, rtol=0, atol=0)  # modules see the fused weights
     assert len(present) == 2 * core.num_layers
     assert present[0].shape == (1, core.num_kv_heads, embeds.shape[1], core.head_dim)
 

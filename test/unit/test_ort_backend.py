@@ -104,7 +104,8 @@ def test_cuda_provider_really_runs_on_the_gpu(onnx32):
 def test_bench_has_an_onnxruntime_row_and_skips_tensorrt_without_a_gpu(onnx32):
     import torch
 
-    from vla_ros.runtime.bench import BenchOptions, format_table, run_bench, synthetic_image
+    from vla_ros.runtime.bench import format_table, run_bench, synthetic_image
+    from vla_ros.runtime.bench_rows import BenchOptions
 
     torch.set_num_threads(1)
     opts = BenchOptions(checkpoint=str(tiny_checkpoint()), engine_dir=str(onnx32))

@@ -169,7 +169,7 @@ def test_factory_errors(monkeypatch, tmp_path):
     with pytest.raises(BackendUnavailableError, match="unknown backend 'jax'"):
         make_policy(PolicyConfig(checkpoint=str(cached_tiny_checkpoint()), backend="jax"))
     monkeypatch.setitem(factory.BACKEND_MODULES, "fancy", "vla_ros.runtime.no_such_backend_module")
-    with pytest.raises(BackendUnavailableError, match="not implemented yet"):
+    with pytest.raises(BackendUnavailableError, match="needs a package that is not installed"):
         make_policy(PolicyConfig(checkpoint=str(cached_tiny_checkpoint()), backend="fancy"))
     with pytest.raises(ValueError, match="does not exist"):
         make_policy(PolicyConfig(checkpoint=str(tmp_path / "missing")))

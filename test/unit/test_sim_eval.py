@@ -10,6 +10,7 @@ import pytest
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.types import ActionChunk
 from vla_ros.sim import evaluate
+from vla_ros.sim.behaviour import image_following, instruction_following
 from vla_ros.sim.dataset import (
     DATASET_KEY,
     STATS_FILE,
@@ -19,22 +20,17 @@ from vla_ros.sim.dataset import (
     collect,
     normalize_actions,
 )
-from vla_ros.sim.evaluate import (
-    ExpertPolicy,
-    NoisyExpertPolicy,
-    SimHarness,
-    image_following,
-    instruction_following,
-    summarize,
-)
+from vla_ros.sim.evaluate import results_table
 from vla_ros.sim.expert import expert_action
+from vla_ros.sim.expert_policy import ExpertPolicy, NoisyExpertPolicy
+from vla_ros.sim.harness import SIM_GRIPPER_SPEED_PER_S, SimHarness, episode_plan
 from vla_ros.sim.tasks import Task
 from vla_ros.sim.world import WorldState
 
 
 def test_expert_succeeds_on_both_task_kinds_through_the_safety_filter():
     results = evaluate.evaluate(ExpertPolicy, episodes=40, seed=100)
-    table = summarize(results)
+    table = results_table(results)
     assert table["pick"]["episodes"] == 20 and table["move"]["episodes"] == 20
     assert table["pick"]["success_rate"] >= 0.95
     assert table["move"]["success_rate"] >= 0.95
@@ -43,10 +39,10 @@ def test_expert_succeeds_on_both_task_kinds_through_the_safety_filter():
 def test_expert_still_succeeds_when_it_sees_positions_a_centimetre_off():
     """What makes it imitable: a policy that reads positions from 112 px images errs by about 1 cm."""
     noisy = lambda world: NoisyExpertPolicy(world, noise_m=0.01, seed=3)  # noqa: E731
-    table = summarize(evaluate.evaluate(noisy, episodes=20, seed=100))
+    table = results_table(evaluate.evaluate(noisy, episodes=20, seed=100))
     assert table["pick"]["success_rate"] >= 0.8 and table["move"]["success_rate"] >= 0.9, table
     biased = lambda world: NoisyExpertPolicy(world, noise_m=0.005, bias_m=0.005, seed=3)  # noqa: E731
-    assert summarize(evaluate.evaluate(biased, episodes=20, seed=100))["pick"]["success_rate"] >= 0.8
+    assert results_table(evaluate.evaluate(biased, episodes=20, seed=100))["pick"]["success_rate"] >= 0.8
 
 
 def test_the_camera_never_sees_fingers_half_closed_on_nothing_held():
@@ -67,7 +63,7 @@ def test_the_camera_never_sees_fingers_half_closed_on_nothing_held():
         return held < 0 and 0.3 < opening < 0.95
 
     harness = SimHarness()
-    assert harness.limits.max_gripper_speed_per_s == evaluate.SIM_GRIPPER_SPEED_PER_S
+    assert harness.limits.max_gripper_speed_per_s == SIM_GRIPPER_SPEED_PER_S
     seen, successes = gripper_at_each_call(harness, range(6))
     assert all(successes)
     assert any(held >= 0 for _, held in seen)
@@ -159,7 +155,7 @@ def test_action_period_must_be_whole_ticks():
 
 
 def test_episode_plan_is_fixed_by_the_seed():
-    assert evaluate.episode_plan(4, 10, ("pick", "move")) == [(10, "pick"), (11, "move"), (12, "pick"),
+    assert episode_plan(4, 10, ("pick", "move")) == [(10, "pick"), (11, "move"), (12, "pick"),
                                                               (13, "move")]
 
 

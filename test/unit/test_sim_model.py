@@ -12,12 +12,8 @@ pytest.importorskip("torch")
 
 from vla_ros.core.config import PolicyConfig  # noqa: E402
 from vla_ros.runtime.factory import DEMO_CHECKPOINT, make_policy  # noqa: E402
-from vla_ros.sim.evaluate import (  # noqa: E402
-    evaluate,
-    image_following,
-    instruction_following,
-    summarize,
-)
+from vla_ros.sim.behaviour import image_following, instruction_following  # noqa: E402
+from vla_ros.sim.evaluate import evaluate, results_table  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,12 +33,12 @@ def demo_policy():
 
 def test_demo_model_picks_up_the_named_object(demo_policy):
     results = evaluate(lambda world: demo_policy, episodes=10, seed=500, kinds=("pick",))
-    assert summarize(results)["pick"]["success_rate"] >= 0.8  # issue 5: >= 80% on pick-up tasks
+    assert results_table(results)["pick"]["success_rate"] >= 0.8  # issue 5: >= 80% on pick-up tasks
 
 
 def test_demo_model_moves_to_the_named_object(demo_policy):
     results = evaluate(lambda world: demo_policy, episodes=6, seed=600, kinds=("move",))
-    assert summarize(results)["move"]["success_rate"] >= 0.8
+    assert results_table(results)["move"]["success_rate"] >= 0.8
 
 
 def test_changing_the_named_target_changes_the_picked_object(demo_policy):

@@ -14,7 +14,7 @@ from vla_ros.core.config import PolicyConfig  # noqa: E402
 from vla_ros.core.types import Instruction, Observation  # noqa: E402
 from vla_ros.model.loader import load_vla  # noqa: E402
 from vla_ros.runtime.factory import make_policy  # noqa: E402
-from vla_ros.sim import train  # noqa: E402
+from vla_ros.sim import train, train_batches, train_config, train_model  # noqa: E402
 from vla_ros.sim.dataset import DATASET_KEY, DemoDataset, collect  # noqa: E402
 from vla_ros.sim.render import Renderer  # noqa: E402
 from vla_ros.sim.world import COLOURS, TabletopWorld  # noqa: E402
@@ -37,7 +37,8 @@ def trained(tmp_path_factory):
 def test_checkpoint_has_the_openvla_layout_with_the_demo_statistics(trained):
     out, work = trained
     for name in ("config.json", "model.safetensors.index.json", "tokenizer.json", "preprocessor_config.json",
-                 "dataset_statistics.json", train.CONFIG_FILE, train.LOG_FILE, train.PLOT_FILE):
+                 "dataset_statistics.json", train_config.CONFIG_FILE, train_config.LOG_FILE,
+                 train_config.PLOT_FILE):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     data = DemoDataset.load(next(work.glob("data_*")))
@@ -56,9 +57,9 @@ def test_checkpoint_has_the_openvla_layout_with_the_demo_statistics(trained):
 
 def test_training_log_records_a_falling_loss(trained):
     out, _ = trained
-    rows = list(csv.DictReader((out / train.LOG_FILE).open()))
+    rows = list(csv.DictReader((out / train_config.LOG_FILE).open()))
     assert [int(r["step"]) for r in rows] == [1, 25, 30]
-    summary = json.loads((out / train.CONFIG_FILE).read_text())
+    summary = json.loads((out / train_config.CONFIG_FILE).read_text())
     assert summary["steps_done"] == 30
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 1.0  # the easy tokens are learnt at once
     assert float(rows[-1]["aux_patch"]) < float(rows[0]["aux_patch"])  # auxiliary targets on by default
@@ -84,18 +85,18 @@ def test_resume_continues_from_the_saved_step(trained, tmp_path):
     resumed = tmp_path / "resumed"
     code = train.main(["--out", str(resumed), "--work", str(work), "--steps", "40", "--resume", *TOY])
     assert code == 0
-    summary = json.loads((resumed / train.CONFIG_FILE).read_text())
+    summary = json.loads((resumed / train_config.CONFIG_FILE).read_text())
     assert summary["steps_done"] == 40
-    rows = list(csv.DictReader((resumed / train.LOG_FILE).open()))
+    rows = list(csv.DictReader((resumed / train_config.LOG_FILE).open()))
     assert [int(r["step"]) for r in rows] == [1, 25, 30, 40]
 
 
 def test_batches_and_schedule_are_deterministic():
-    cfg = train.TrainConfig(lr=1e-3, warmup_steps=10, min_lr_fraction=0.1)
-    assert train.lr_at(0, cfg, 100) == pytest.approx(1e-4)
-    assert train.lr_at(10, cfg, 100) == pytest.approx(1e-3)
-    assert train.lr_at(100, cfg, 100) == pytest.approx(1e-4)
-    assert train.lr_at(55, cfg, 100) == pytest.approx(0.55e-3)
+    cfg = train_config.TrainConfig(lr=1e-3, warmup_steps=10, min_lr_fraction=0.1)
+    assert train_config.lr_at(0, cfg, 100) == pytest.approx(1e-4)
+    assert train_config.lr_at(10, cfg, 100) == pytest.approx(1e-3)
+    assert train_config.lr_at(100, cfg, 100) == pytest.approx(1e-4)
+    assert train_config.lr_at(55, cfg, 100) == pytest.approx(0.55e-3)
 
 
 def test_bad_arguments_are_refused(capsys):
@@ -103,19 +104,19 @@ def test_bad_arguments_are_refused(capsys):
     assert train.main(["--image-size", "100"]) == 2
     assert "multiple of the patch size" in capsys.readouterr().err
     assert train.main(["--aux-patch-weight", "-1"]) == 2
-    assert "auxiliary loss weights" in capsys.readouterr().err
+    assert "--aux-patch-weight" in capsys.readouterr().err
 
 
 def test_position_embedding_init_is_a_readable_2d_code():
     torch = pytest.importorskip("torch")
-    table = train.sincos_position_embedding(64, 32)[0]  # 8 x 8 grid
+    table = train_model.sincos_position_embedding(64, 32)[0]  # 8 x 8 grid
     assert table.shape == (64, 32) and torch.isfinite(table).all()
     distinct = torch.cdist(table, table) + torch.eye(64)
     assert distinct.min() > 1e-3  # every patch has its own code
     # neighbours are closer than far patches: the code is smooth in both grid directions
     assert torch.dist(table[0], table[1]) < torch.dist(table[0], table[7])
     assert torch.dist(table[0], table[8]) < torch.dist(table[0], table[56])
-    with_class = train.sincos_position_embedding(65, 32)[0]
+    with_class = train_model.sincos_position_embedding(65, 32)[0]
     assert torch.equal(with_class[0], torch.zeros(32)) and torch.allclose(with_class[1:], table)
 
 
@@ -124,12 +125,12 @@ def test_colour_word_index_finds_the_named_colour_in_the_prompt(trained):
     loaded = load_vla(work / "template")
     for text in ("pick up the purple cube", "hover over the yellow cylinder", "grab the red ball"):
         ids = loaded.family.prompt_ids(loaded.tokenizer, text)
-        index = train.Batcher._colour_index(loaded, text, ids)
+        index = train_batches.colour_word_index(loaded, text, ids)
         colour = next(w for w in text.split() if w in ("purple", "yellow", "red"))
         piece = loaded.tokenizer.id_to_token(ids[index])
         assert colour[-3:] in piece.lower(), (text, piece)
     ids = loaded.family.prompt_ids(loaded.tokenizer, "wave")
-    assert train.Batcher._colour_index(loaded, "wave", ids) == len(ids) - 1
+    assert train_batches.colour_word_index(loaded, "wave", ids) == len(ids) - 1
 
 
 def test_batch_indices_point_at_the_colour_word_and_the_last_prompt_token_in_the_spliced_sequence(trained):
@@ -140,7 +141,7 @@ def test_batch_indices_point_at_the_colour_word_and_the_last_prompt_token_in_the
     _, work = trained
     loaded = load_vla(work / "template")
     data = collect(3, seed=1, image_size=loaded.preprocess.image_size)
-    batcher = train.Batcher(data, loaded, data.statistics()[DATASET_KEY]["action"],
+    batcher = train_batches.Batcher(data, loaded, data.statistics()[DATASET_KEY]["action"],
                             AuxiliaryTargets(loaded.preprocess.image_size))
     rows = np.arange(min(6, len(data)))
     batch = batcher(rows)

@@ -47,7 +47,7 @@ def test_scenes_have_three_to_five_objects_with_distinct_colours_apart_from_each
         assert all(o.colour in COLOURS and o.shape in SHAPES for o in state.objects)
         xy = np.array([o.position[:2] for o in state.objects])
         gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy))
-        assert gaps.min() >= world.config.min_object_separation_m - 1e-9
+        assert gaps.min() >= world.spec.min_object_separation_m - 1e-9
     assert counts == {3, 4, 5}
 
 
@@ -66,13 +66,13 @@ def test_motion_is_clamped_to_the_reachable_box_and_the_table():
     world.step(np.array([0.0, 0.0, -1.0]), np.zeros(3), 1.0, 0.1)
     assert world.state.gripper_position[2] == pytest.approx(0.0)
     world.step(np.array([5.0, 5.0, 5.0]), np.zeros(3), 1.0, 0.1)
-    np.testing.assert_allclose(world.state.gripper_position, world.config.gripper_max_m)
+    np.testing.assert_allclose(world.state.gripper_position, world.spec.gripper_max_m)
 
 
 def test_fingers_move_at_their_speed_toward_the_commanded_opening():
     world = one_object_world()
     world.step(np.zeros(3), np.zeros(3), 0.0, 0.1)
-    assert world.state.gripper_opening == pytest.approx(1.0 - world.config.gripper_speed_per_s * 0.1)
+    assert world.state.gripper_opening == pytest.approx(1.0 - world.spec.gripper_speed_per_s * 0.1)
 
 
 def test_closing_around_a_low_object_grasps_it_and_lifting_carries_it():
@@ -85,7 +85,7 @@ def test_closing_around_a_low_object_grasps_it_and_lifting_carries_it():
     assert world.state.objects[0].position[2] == pytest.approx(0.08, abs=1e-6)
     assert world.lifted(0)
     task = Task("pick", 0, "pick up the red cube")
-    assert is_success(task, world.state, world.config)
+    assert is_success(task, world.state, world.spec)
 
 
 def test_opening_drops_the_object_onto_the_table():
@@ -139,7 +139,7 @@ def test_render_shape_dtype_and_determinism():
     assert np.abs(renderer.render(world.state).astype(int) - a).mean() > 1.0
 
 
-def test_render_size_follows_the_camera_config():
+def test_render_size_follows_the_camera_spec():
     renderer = Renderer(CameraSpec(width=320, height=256))
     world = TabletopWorld()
     world.reset(0)

@@ -58,13 +58,12 @@ def test_stale_missing_or_foreign_engines_are_refused_before_deserializing(tmp_p
 
 
 def test_bench_row_is_skipped_with_the_reason_without_a_gpu():
-    from vla_ros.runtime.bench import BenchOptions, RowUnavailableError
-    from vla_ros.runtime.trt_backend import bench_row
+    from vla_ros.runtime.bench_rows import BenchOptions, RowUnavailableError, make_runner
 
     if HAVE_GPU:
         pytest.skip("a GPU is present")
     with pytest.raises(RowUnavailableError, match="needs a CUDA GPU"):
-        bench_row(BenchOptions(checkpoint=str(tiny_checkpoint()), engine_dir="unused"))
+        make_runner("tensorrt", BenchOptions(checkpoint=str(tiny_checkpoint()), engine_dir="unused"))
 
 
 @pytest.fixture(scope="module")

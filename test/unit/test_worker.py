@@ -170,7 +170,7 @@ def test_synthetic_policy_rejects_unknown_modes():
 def make_process_worker(tmp_path, max_s=1.0, latency_s=0.0):
     from functools import partial
 
-    from vla_ros.runtime.worker import ProcessInferenceWorker
+    from vla_ros.runtime.process_worker import ProcessInferenceWorker
 
     mode_file = tmp_path / "mode"
     mode_file.write_text("ok")
@@ -237,7 +237,7 @@ def test_process_worker_kills_a_hung_policy_and_rebuilds_it(tmp_path):
 def test_process_worker_reports_a_factory_that_fails():
     from functools import partial
 
-    from vla_ros.runtime.worker import PolicyProcessError, ProcessInferenceWorker
+    from vla_ros.runtime.process_worker import PolicyProcessError, ProcessInferenceWorker
 
     w = ProcessInferenceWorker(partial(SyntheticPolicy, busy="gpu"), lambda c: None, lambda r: None,
                                start_timeout_s=60)

@@ -1,7 +1,10 @@
-"""Offline replay speed against real time, on a generated simulator bag (default 60 s, 30 Hz camera).
+"""Offline replay speed against real time, on a generated camera bag (default 60 s, 30 Hz camera).
 
-    python -m vla_ros.bag.bench_replay [--seconds 60] [--policy synthetic|model] [--checkpoint DIR]
+    vla-ros bench-replay [--seconds 60] [--policy synthetic|model] [--checkpoint DIR]
         [--backend torch] [--latency-model zero] [--bag EXISTING_BAG] [--json OUT.json]
+
+The generated bag's pictures come from a FrameFactory: moving gradients here, the simulator's
+(vla_ros.sim.frames.sim_frames) when a caller that may import sim/ passes it to `main`.
 
 Prints a table (wall time per stage and the real-time factor: bag seconds per wall second, > 1 is
 faster than real time) and writes the same figures as JSON.
@@ -20,18 +23,22 @@ import time
 from pathlib import Path
 
 from vla_ros.bag.io import BagError, BagReader
-from vla_ros.bag.make_bag import sim_frames, write_camera_bag
-from vla_ros.bag.replay import LatencyModel, ReplayError, ReplayOptions, make_replay_policy, replay_bag
+from vla_ros.bag.latency import LatencyModel
+from vla_ros.bag.make_bag import FrameFactory, FrameSource, gradient_factory, write_camera_bag
+from vla_ros.bag.replay import make_replay_policy
+from vla_ros.bag.replay_types import ReplayError, ReplayOptions
+from vla_ros.bag.replayer import replay_bag
 from vla_ros.core.config import load_config
 from vla_ros.core.schema import ConfigError
 
 
 def run_benchmark(seconds: float = 60.0, rate_hz: float = 30.0, size: int = 224,
                   policy_name: str = "synthetic", overrides: dict | None = None, latency: str = "zero",
-                  bag: str | None = None, workdir: str | None = None, threads: int = 1) -> dict:
-    """Generate (or use) a bag, replay it once, return the figures."""
+                  bag: str | None = None, workdir: str | None = None, threads: int = 1,
+                  frames: FrameSource | None = None) -> dict:
+    """Generate (or use) a bag, replay it once, return the figures (frames default: gradients)."""
     try:
-        import torch
+        import torch  # lazy: torch is heavy and optional (the synthetic policy needs none)
 
         torch.set_num_threads(threads)
     except ImportError:
@@ -43,7 +50,8 @@ def run_benchmark(seconds: float = 60.0, rate_hz: float = 30.0, size: int = 224,
         gen_s = 0.0
         if bag is None:
             t = time.monotonic()
-            bag_path = write_camera_bag(tmp / "bench_bag", sim_frames(0, size, size), seconds, rate_hz)
+            frames = frames or gradient_factory(0, size, size)
+            bag_path = write_camera_bag(tmp / "bench_bag", frames, seconds, rate_hz)
             gen_s = time.monotonic() - t
         else:
             bag_path = Path(bag)
@@ -94,8 +102,9 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vla_ros.bag.bench_replay",
+def main(argv: list[str] | None = None, frames: FrameFactory = gradient_factory) -> int:
+    """CLI entry: 0 after printing the table, 2 for a bad bag, config or argument."""
+    ap = argparse.ArgumentParser(prog="vla-ros bench-replay",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="generated bag duration [s]")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate of the generated bag [Hz]")
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["policy.backend"] = args.backend
     try:
         result = run_benchmark(args.seconds, args.rate, args.size, args.policy, overrides, args.latency_model,
-                               args.bag, args.workdir, args.threads)
+                               args.bag, args.workdir, args.threads,
+                               None if args.bag else frames(0, args.size, args.size))
     except (BagError, ReplayError, ConfigError, ValueError) as exc:
         print(f"bench_replay: error: {exc}", file=sys.stderr)
         return 2

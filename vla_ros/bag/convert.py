@@ -9,8 +9,6 @@ import numpy as np
 from vla_ros.bag.io import COMPRESSED_IMAGE, IMAGE, stamp_ns
 from vla_ros.core.images import RAW_ENCODINGS, ImageError, decode_compressed, decode_raw
 
-__all__ = ["ImageError", "image_rgb", "image_stamp_ns", "check_image_format"]
-
 
 def image_rgb(msg: Any, msgtype: str) -> np.ndarray:
     """RGB uint8 [H, W, 3] of a sensor_msgs/Image or CompressedImage; ImageError when malformed."""

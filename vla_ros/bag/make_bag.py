@@ -1,16 +1,16 @@
 """Generate camera + instruction bags (tests, benchmarks, trying replay without a robot).
 
-Frames come from any callable `frames(index, t_s) -> RGB uint8 [H, W, 3]`; `sim_frames()` renders
-the tabletop simulator with a scripted gripper motion. Times are fixed (not the wall clock), so the
-same arguments give byte-identical bags.
+Frames come from any callable `frames(index, t_s) -> RGB uint8 [H, W, 3]`: `gradient_frames()` here,
+or the tabletop simulator's (`vla_ros.sim.frames.sim_frames`), which callers that may import both
+bag/ and sim/ (the CLI, tests) pass in. Times are fixed (not the wall clock), so the same arguments
+give byte-identical bags.
 
-    python -m vla_ros.bag.make_bag OUT [--seconds 60] [--rate 30] [--storage mcap|sqlite3]
+    vla-ros make-bag OUT [--seconds 60] [--rate 30] [--storage mcap|sqlite3]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,15 +25,16 @@ from vla_ros.bag.io import (
     NS_PER_S,
     STRING,
     BagError,
-    BagWriter,
     header_msg,
     msg_class,
     qos_profile,
     serialize,
 )
+from vla_ros.bag.writer import BagWriter
 from vla_ros.core.images import encode_raw
 
-FrameSource = Callable[[int, float], np.ndarray]
+FrameSource = Callable[[int, float], np.ndarray]  # frames(index, t_s) -> RGB uint8 [H, W, 3]
+FrameFactory = Callable[[int, int, int], FrameSource]  # (seed, width, height) -> a FrameSource
 
 DEFAULT_START_NS = 1_700_000_000 * NS_PER_S  # 2023-11-14, a fixed epoch for reproducible bags
 DEFAULT_INSTRUCTIONS: tuple[tuple[float, str], ...] = (
@@ -42,29 +43,8 @@ DEFAULT_INSTRUCTIONS: tuple[tuple[float, str], ...] = (
 )
 
 
-def sim_frames(seed: int = 0, width: int = 224, height: int = 224) -> FrameSource:
-    """Frames of the tabletop simulator; the gripper circles over the table (no expert needed)."""
-    from vla_ros.sim.render import CameraSpec, Renderer
-    from vla_ros.sim.world import TabletopWorld
-
-    world = TabletopWorld()
-    base = world.reset(seed=seed)
-    renderer = Renderer(CameraSpec(width=width, height=height))
-    centre = base.gripper_position.copy()
-
-    def frame(index: int, t_s: float) -> np.ndarray:
-        state = base.copy()
-        state.gripper_position = centre + np.array([0.05 * math.cos(0.8 * t_s), 0.05 * math.sin(0.8 * t_s),
-                                                    0.02 * math.sin(0.5 * t_s)])
-        state.gripper_yaw = 0.3 * math.sin(0.4 * t_s)
-        state.gripper_opening = 0.5 + 0.5 * math.cos(0.6 * t_s)
-        return renderer.render(state)
-
-    return frame
-
-
 def gradient_frames(width: int = 64, height: int = 48) -> FrameSource:
-    """Cheap moving-gradient frames (when the simulator is not wanted)."""
+    """Cheap moving-gradient frames (no simulator)."""
     yy, xx = np.mgrid[0:height, 0:width]
 
     def frame(index: int, t_s: float) -> np.ndarray:
@@ -151,9 +131,17 @@ def write_camera_bag(path: str | Path, frames: FrameSource, duration_s: float = 
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write a simulator bag for trying `vla-ros replay`."""
-    ap = argparse.ArgumentParser(prog="python -m vla_ros.bag.make_bag", description=__doc__.splitlines()[0])
+def gradient_factory(seed: int, width: int, height: int) -> FrameSource:
+    """gradient_frames as a FrameFactory (the seed does not matter)."""
+    return gradient_frames(width, height)
+
+
+def main(argv: list[str] | None = None, frames: FrameFactory = gradient_factory) -> int:
+    """CLI: write a camera bag for trying `vla-ros replay`, its pictures from `frames`.
+
+    The simulator's pictures (vla_ros.sim.frames.sim_frames) come from a caller that may import sim/.
+    """
+    ap = argparse.ArgumentParser(prog="vla-ros make-bag", description=__doc__.splitlines()[0])
     ap.add_argument("out", help="bag directory to create")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration [s]")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate [Hz]")
@@ -163,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="simulator scene seed")
     args = ap.parse_args(argv)
     try:
-        frames = sim_frames(args.seed, args.size, args.size)
-        path = write_camera_bag(args.out, frames, args.seconds, args.rate, storage=args.storage,
-                                compressed=args.compressed)
+        path = write_camera_bag(args.out, frames(args.seed, args.size, args.size), args.seconds, args.rate,
+                                storage=args.storage, compressed=args.compressed)
     except BagError as exc:
         print(f"make_bag: {exc}", file=sys.stderr)
         return 2

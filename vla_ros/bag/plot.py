@@ -8,19 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.bag.commands import DOF_NAMES, DOF_UNITS
+from vla_ros.control.safety import Intervention
 
 # Everything the figure shows is deterministic; PNG metadata carries no date (only the software name).
 PNG_METADATA = {"Software": "vla_ros replay"}
-
-
-def intervention_bits() -> list[tuple[int, str]]:
-    """(bit, name) of every safety rule, from the EndEffectorCommand message's constants."""
-    from vla_ros.bag.io import END_EFFECTOR_COMMAND, msg_class
-
-    cls = msg_class(END_EFFECTOR_COMMAND)
-    bits = [(int(v), k) for k, v in vars(cls).items()
-            if k.isupper() and isinstance(v, int) and v > 0 and (v & (v - 1)) == 0]
-    return sorted(bits)
 
 
 def plot_replay(path: str | Path, t_s: np.ndarray, values: np.ndarray, hold: np.ndarray,
@@ -31,16 +22,16 @@ def plot_replay(path: str | Path, t_s: np.ndarray, values: np.ndarray, hold: np.
 
     `reference` = (t_s [M], values [M, 7]) is drawn underneath in grey (compare mode).
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only needed for the plot
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after choosing the Agg backend
 
     t_s = np.asarray(t_s, np.float64)
     values = np.asarray(values, np.float64).reshape(-1, 7)
     hold = np.asarray(hold, bool)
     masks = np.asarray(interventions, np.int64)
-    rules = [(bit, name) for bit, name in intervention_bits() if np.any(masks & bit)]
+    rules = [(int(rule), str(rule.name)) for rule in Intervention if np.any(masks & int(rule))]
 
     with plt.rc_context({"font.size": 8, "svg.hashsalt": "vla_ros"}):
         fig, axes = plt.subplots(8, 1, figsize=(11, 13), sharex=True,

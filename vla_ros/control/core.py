@@ -15,23 +15,18 @@ import threading
 import numpy as np
 
 from vla_ros.control.safety import (
-    GATE_BITS,
+    STALL_TICKS,
     Command,
     FilterInputs,
     FilterState,
     Intervention,
     apply_filter,
+    intervention_names,
 )
 from vla_ros.control.scheduler import ActionScheduler
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.schema import validate
 from vla_ros.core.types import ActionChunk, Pose, validate_chunk
-
-# A tick later than this many tick periods after the previous one is a stall: the scheduler drops
-# what fell in between instead of replaying it (see ActionScheduler, max_tick_gap_s).
-MAX_TICK_GAP_TICKS = 2.5
-
-_RULES = tuple((int(flag), flag.name) for flag in Intervention)
 
 
 class ControlCore:
@@ -45,7 +40,8 @@ class ControlCore:
             raise ValueError(f"tick_period_s must be a positive number, got {tick_period_s!r}")
         self._limits = limits
         self._tick = float(tick_period_s)
-        self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=MAX_TICK_GAP_TICKS * self._tick)
+        # After a stall the scheduler drops what fell in between instead of replaying it in a burst.
+        self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=STALL_TICKS * self._tick)
         gripper = float(initial_gripper)
         if math.isfinite(gripper):
             gripper = min(max(gripper, limits.gripper_min), limits.gripper_max)
@@ -67,8 +63,7 @@ class ControlCore:
             "rejected_chunks_instruction": 0, "rejected_chunks_invalid": 0, "rejected_chunks_stale": 0,
             "rejected_poses": 0, "rejected_images": 0,
         }
-        for _, name in _RULES:
-            self._counters[name] = 0
+        self._counters.update({flag.name: 0 for flag in Intervention})
 
     # ----- inputs ------------------------------------------------------------------------------------
     def on_image(self, stamp: float) -> bool:
@@ -180,9 +175,8 @@ class ControlCore:
                 counters["holds"] += 1
             if bits:
                 counters["interventions"] += 1
-                for bit, name in _RULES:
-                    if bits & bit:
-                        counters[name] += 1
+                for name in intervention_names(bits):
+                    counters[name] += 1
             self._last_command = command
             return command
 
@@ -200,12 +194,6 @@ class ControlCore:
         if last is None:
             return "ARMED" if self._instruction_active else "HOLDING"
         return "HOLDING" if last.hold else "ARMED"
-
-    @property
-    def holding_reason(self) -> int:
-        """Gate bits of the last command (0 when it moved or simply had no action to play)."""
-        last = self._last_command
-        return last.interventions & GATE_BITS if last is not None else 0
 
     @property
     def instruction(self) -> str:
@@ -248,25 +236,9 @@ class ControlCore:
         return self._last_error
 
     @property
-    def last_command(self) -> Command | None:
-        return self._last_command
-
-    @property
     def remaining_actions(self) -> int:
-        """Actions of the current chunk not yet started (for deciding when to infer again)."""
+        """Actions of the current chunk not yet started."""
         return self._scheduler.remaining
-
-    @property
-    def filter_state(self) -> FilterState:
-        return self._filter_state
-
-    @property
-    def limits(self) -> SafetyLimits:
-        return self._limits
-
-    @property
-    def tick_period_s(self) -> float:
-        return self._tick
 
     @property
     def counters(self) -> dict[str, int]:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from vla_ros.core.files import share_candidates
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.schema import ConfigError, apply_overrides
 
@@ -38,16 +38,9 @@ class _ProfileRoot:
 
 
 def profile_dirs() -> list[Path]:
-    """Where profile names are looked up, in order."""
-    dirs: list[Path] = []
-    if os.environ.get(PROFILE_DIR_ENV):
-        dirs.append(Path(os.environ[PROFILE_DIR_ENV]))
-    dirs.append(Path(__file__).resolve().parents[2] / "config" / "robots")  # source tree
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):  # colcon install
-        if prefix:
-            dirs.append(Path(prefix) / "share" / "vla_ros" / "config" / "robots")
-    dirs.append(Path(sys.prefix) / "share" / "vla_ros" / "config" / "robots")
-    return dirs
+    """Where profile names are looked up, in order: $VLA_ROS_PROFILE_DIR, then the shipped config/robots."""
+    extra = os.environ.get(PROFILE_DIR_ENV)
+    return ([Path(extra)] if extra else []) + share_candidates("config", "robots")
 
 
 def available_profiles() -> list[str]:

@@ -54,7 +54,7 @@ from vla_ros.core.types import Pose
 if TYPE_CHECKING:  # only for annotations: the scheduler imports nothing from here
     from vla_ros.control.scheduler import ScheduledStep
 
-STALL_TICKS = 3.0  # a gap longer than this many tick periods resets the remembered velocity
+STALL_TICKS = 2.5  # a longer tick gap is a stall: velocity forgotten, actions in it dropped (ControlCore)
 
 
 class Intervention(enum.IntFlag):

@@ -72,12 +72,25 @@ class ControlConfig:
 
 
 @dataclass
+class ExecutionConfig:
+    """Where the node's work runs: the policy's thread or process, the control thread's scheduling."""
+
+    inference_process: bool = param(
+        False, "run the policy in a child process: the control loop never waits for its GIL, and a hung "
+        "policy is killed and rebuilt (recommended for CPU inference)")
+    control_priority: int = param(
+        0, "SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or an rtprio limit; normal "
+        "scheduling with a warning otherwise); 0 = normal scheduling", range=(0, 99))
+
+
+@dataclass
 class NodeConfig:
     """Everything vla_node reads at start-up."""
 
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     safety: SafetyLimits = field(default_factory=SafetyLimits)
 
     def check(self) -> None:

@@ -5,6 +5,7 @@ A field's metadata may carry `help` (text, with units), `range` (lo, hi) and `ch
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from typing import Any
@@ -142,3 +143,56 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """Repeated `--param NAME=VALUE` items as a dict of overrides (the last one wins)."""
     return dict(parse_assignment(item) for item in items)
+
+
+def argument_flag(name: str) -> str:
+    """The command-line flag of a config field: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def argument_help(default: Any, f: dataclasses.Field) -> str:
+    """A field's help text with its default and allowed range, escaped for argparse."""
+    meta = f.metadata
+    text = meta.get("help", "")
+    if not isinstance(default, bool):
+        text += f" (default {default}"
+        if meta.get("range") is not None:
+            lo, hi = meta["range"]
+            text += f", range [{lo}, {hi}]"
+        text += ")"
+    return text.replace("%", "%%")
+
+
+def add_arguments(parser: Any, cls: type, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per field of the flat config dataclass `cls` on `parser` (an ArgumentParser or one of
+    its argument groups), typed, with its default, choices and help.
+
+    A bool field that defaults to false becomes a switch (`--resume`); one that defaults to true gets
+    `--name` / `--no-name`. Fields in `exclude` get no flag.
+    """
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        default = getattr(defaults, f.name)
+        flag, text = argument_flag(f.name), argument_help(default, f)
+        if isinstance(default, bool):
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, help=text)
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, type=type(default), default=default, choices=f.metadata.get("choices"),
+                                help=text)
+        else:
+            raise TypeError(f"field {cls.__name__}.{f.name}: no command-line flag for "
+                            f"{type(default).__name__}")
+
+
+def from_arguments(cls: type, namespace: argparse.Namespace) -> Any:
+    """The validated `cls` of parsed arguments (fields without a flag keep their defaults).
+
+    Raises ConfigError naming the flag of an invalid value.
+    """
+    fields = [f for f in dataclasses.fields(cls) if hasattr(namespace, f.name)]
+    for f in fields:
+        check_value(argument_flag(f.name), getattr(namespace, f.name), f)
+    return validate(cls(**{f.name: getattr(namespace, f.name) for f in fields}))

@@ -1,9 +1,10 @@
 """The LLM: a transformers causal LM (Llama, Qwen2, ...) and a lean KV-cached forward over its weights.
 
 `LmCore` runs the decoder layers of the transformers model itself (same weights, same RMSNorm, MLP
-and rotary tables) with the K/V cache as plain per-layer tensors instead of HF cache objects: no
-per-step mask building, no cache bookkeeping, and graphs that export to ONNX as they are. Its
-results equal the transformers forward (tested in test_model_llm.py).
+and rotary tables) with the K/V cache as plain per-layer tensors instead of HF cache objects and
+the attention mask as an explicit argument (`vla_ros.model.attention`): causal by default, so the
+same code is the torch forward and the exported graph, and a bidirectional or padded forward is this
+code with another mask. Its results equal the transformers forward (tested in test_model_llm.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoConfig
 
+from vla_ros.model.attention import attention
 from vla_ros.model.spec import CheckpointError
 
 DEFAULT_MAX_POSITIONS = 2048  # rotary table length; prompts are ~300 tokens for 224 px towers
@@ -21,8 +24,6 @@ DEFAULT_MAX_POSITIONS = 2048  # rotary table length; prompts are ~300 tokens for
 
 def make_text_config(text_config: dict, attn_implementation: str = "sdpa"):
     """A transformers config object from config.json's `text_config` (no remote code)."""
-    from transformers import AutoConfig
-
     values = {k: v for k, v in text_config.items() if k not in ("model_type", "architectures", "auto_map")}
     model_type = text_config.get("model_type")
     try:
@@ -39,28 +40,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[B, Hkv, T, d] -> [B, Hkv * groups, T, d] (grouped-query attention)."""
-    if groups == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
-
-
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """transformers' RMSNorm: float32 statistics, then the model dtype, times the weight."""
     if not torch.compiler.is_compiling():  # eager: one fused op (same values: float32 math inside)
         return weight * F.rms_norm(x, (x.shape[-1],), None, eps)
     x32 = x.float()  # traced for export: plain ops every ONNX opset and TensorRT parser knows
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A transformers RMSNorm module's math without the module call; other norms are called."""
-    eps = getattr(norm, "variance_epsilon", None)
-    if eps is None or getattr(norm, "weight", None) is None:
-        return norm(x)
-    return _rms(x, norm.weight, eps)
 
 
 @dataclass
@@ -83,6 +68,19 @@ class _LayerPlan:
     mlp: nn.Module
 
 
+@dataclass
+class _Plan:
+    """Every tensor a forward uses: the layers, the final norm and head, the embedding table."""
+
+    layers: list[_LayerPlan]
+    norm: nn.Module
+    norm_w: torch.Tensor | None
+    norm_eps: float | None
+    head_w: torch.Tensor
+    head_b: torch.Tensor | None
+    embed_w: torch.Tensor | None  # None: call the embedding module
+
+
 def _norm_refs(norm: nn.Module) -> tuple[torch.Tensor | None, float | None]:
     """(weight, eps) of a transformers RMSNorm, (None, None) for other norms."""
     eps = getattr(norm, "variance_epsilon", None)
@@ -93,6 +91,12 @@ def _norm_refs(norm: nn.Module) -> tuple[torch.Tensor | None, float | None]:
 def _plan_norm(x: torch.Tensor, module: nn.Module, weight: torch.Tensor | None, eps: float | None
                ) -> torch.Tensor:
     return module(x) if weight is None else _rms(x, weight, eps)
+
+
+def _gate_up_mlp(mlp: nn.Module) -> bool:
+    """A gate/up/down MLP without gate and up biases (its gate and up matrices fuse into one)."""
+    return all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")) and \
+        mlp.gate_proj.bias is None and mlp.up_proj.bias is None
 
 
 def _fuse_rows(tensors: list[torch.Tensor], modules: list[nn.Module], name: str = "weight") -> torch.Tensor:
@@ -109,7 +113,8 @@ def _fuse_rows(tensors: list[torch.Tensor], modules: list[nn.Module], name: str 
 class LmCore(nn.Module):
     """Prefill / decode-step / full forward over a transformers CausalLM's weights with flat K/V tensors.
 
-    K/V per layer: [B, n_kv_heads, T, head_dim] in the model dtype. Logits are float32.
+    K/V per layer: [B, n_kv_heads, T, head_dim] in the model dtype. Logits are float32. `mask` (bool,
+    True = attend, or additive) broadcasts to [B, heads, S, T]; None is causal (`vla_ros.model.attention`).
     """
 
     def __init__(self, lm: nn.Module, max_positions: int | None = None) -> None:
@@ -120,16 +125,13 @@ class LmCore(nn.Module):
         self.num_heads = int(cfg.num_attention_heads)
         self.num_kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.num_heads)
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads)
-        self.groups = self.num_heads // self.num_kv_heads
         self.scaling = self.head_dim ** -0.5
         limit = int(getattr(cfg, "max_position_embeddings", DEFAULT_MAX_POSITIONS) or DEFAULT_MAX_POSITIONS)
         self.max_positions = min(limit, max_positions or DEFAULT_MAX_POSITIONS)
         window = getattr(cfg, "sliding_window", None)
         if getattr(cfg, "use_sliding_window", False) and window is not None and window < self.max_positions:
             raise CheckpointError(f"sliding-window attention ({window}) is not supported")
-        self._fused: list[_LayerPlan] = []  # set by fuse_projections (the fast path)
-        self._head: tuple | None = None
-        self._embed_w: torch.Tensor | None = None
+        self._plan: _Plan | None = None  # set by fuse_projections
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         if lm.model.embed_tokens.weight.device.type != "meta":
@@ -146,92 +148,86 @@ class LmCore(nn.Module):
         self.rope_cos, self.rope_sin = cos[0].to(dtype), sin[0].to(dtype)
 
     @torch.no_grad()
+    @torch.inference_mode(False)
     def fuse_projections(self) -> None:
-        """The fast path: q/k/v and gate/up weights as one matrix each (fewer, larger matmuls), and
-        direct references to every tensor a step uses (no nn.Module lookups per step).
+        """q/k/v and gate/up weights as one matrix each (fewer, larger matmuls), and direct references
+        to every tensor a step uses (no nn.Module lookups per step). Done once, on first use at the latest.
 
         The transformers modules keep working: their weights become views into the fused matrices,
         so no memory is duplicated. Call on a loaded model used for inference (a later `.to()` of the
         model would replace the views and leave the fused copies stale).
         """
-        if self._fused:
+        if self._plan is not None:
             return
-        fused = []
-        for layer in self.lm.model.layers:
+        for i, layer in enumerate(self.lm.model.layers):
             attn, mlp = layer.self_attn, layer.mlp
             projs = [attn.q_proj, attn.k_proj, attn.v_proj]
-            qkv_w = _fuse_rows([p.weight for p in projs], projs)
-            qkv_b = None
+            fused = {"qkv_weight": _fuse_rows([p.weight for p in projs], projs)}
             if all(p.bias is not None for p in projs):
-                qkv_b = _fuse_rows([p.bias for p in projs], projs, "bias")
-            gate_up = None
-            if all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")) and \
-                    mlp.gate_proj.bias is None and mlp.up_proj.bias is None:
-                gate_up = _fuse_rows([mlp.gate_proj.weight, mlp.up_proj.weight], [mlp.gate_proj, mlp.up_proj])
+                fused["qkv_bias"] = _fuse_rows([p.bias for p in projs], projs, "bias")
+            if _gate_up_mlp(mlp):
+                fused["gate_up_weight"] = _fuse_rows([mlp.gate_proj.weight, mlp.up_proj.weight],
+                                                     [mlp.gate_proj, mlp.up_proj])
+            for name, t in fused.items():  # buffers (not persistent): `_read_plan` reads them by name
+                self.register_buffer(f"fused_{name}_{i}", t, persistent=False)
+        self._plan = self._read_plan()
+
+    def _read_plan(self) -> _Plan:
+        """The tensors of the fused layers and the head, looked up once through the modules."""
+        layers = []
+        for i, layer in enumerate(self.lm.model.layers):
+            attn, mlp = layer.self_attn, layer.mlp
             in_w, in_eps = _norm_refs(layer.input_layernorm)
             post_w, post_eps = _norm_refs(layer.post_attention_layernorm)
-            fused.append(_LayerPlan(
+            qkv_w, qkv_b = getattr(self, f"fused_qkv_weight_{i}"), getattr(self, f"fused_qkv_bias_{i}", None)
+            gate_up = getattr(self, f"fused_gate_up_weight_{i}", None)
+            layers.append(_LayerPlan(
                 in_norm=layer.input_layernorm, post_norm=layer.post_attention_layernorm, in_w=in_w,
-                in_eps=in_eps, post_w=post_w, post_eps=post_eps, qkv_w=qkv_w,
-                qkv_b=qkv_b, o_w=attn.o_proj.weight, o_b=attn.o_proj.bias, gate_up=gate_up,
+                in_eps=in_eps, post_w=post_w, post_eps=post_eps, qkv_w=qkv_w, qkv_b=qkv_b,
+                o_w=attn.o_proj.weight, o_b=attn.o_proj.bias, gate_up=gate_up,
                 down_w=mlp.down_proj.weight if gate_up is not None else None,
                 act=getattr(mlp, "act_fn", None), mlp=mlp))
-            for name, t in (("qkv_weight", qkv_w), ("qkv_bias", qkv_b), ("gate_up_weight", gate_up)):
-                if t is not None:  # registered (not persistent) so that exported graphs see them
-                    self.register_buffer(f"fused_{name}_{len(fused) - 1}", t, persistent=False)
         model = self.lm.model
         norm_w, norm_eps = _norm_refs(model.norm)
-        self._head = (model.norm, norm_w, norm_eps, self.lm.lm_head.weight, self.lm.lm_head.bias)
-        if type(model.embed_tokens) is nn.Embedding:  # plain attribute, not a second parameter name
-            object.__setattr__(self, "_embed_w", model.embed_tokens.weight)
-        self._fused = fused
+        embed_w = model.embed_tokens.weight if type(model.embed_tokens) is nn.Embedding else None
+        return _Plan(layers=layers, norm=model.norm, norm_w=norm_w, norm_eps=norm_eps,
+                     head_w=self.lm.lm_head.weight, head_b=self.lm.lm_head.bias, embed_w=embed_w)
+
+    def _current_plan(self) -> _Plan:
+        """The fused plan; read again while torch.export traces, so that the graph's weights are the
+        named parameters and buffers (a tied embedding and head stay one initializer)."""
+        if self._plan is None:
+            self.fuse_projections()
+        return self._read_plan() if torch.compiler.is_compiling() else self._plan
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         """[B, S] int64 -> [B, S, D]."""
-        if self._embed_w is not None:
-            return F.embedding(token_ids, self._embed_w)
-        return self.lm.model.embed_tokens(token_ids)
+        weight = self._current_plan().embed_w
+        return self.lm.model.embed_tokens(token_ids) if weight is None else F.embedding(token_ids, weight)
 
-    def _layer(self, i: int, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-               past_k: torch.Tensor | None, past_v: torch.Tensor | None
+    def _layer(self, plan: _LayerPlan, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               mask: torch.Tensor | None, past_k: torch.Tensor | None, past_v: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One decoder layer: h [B, S, D] -> (h, k, v) with k/v [B, Hkv, T, d] including the past."""
         b, s, _ = h.shape
         nh, nkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
-        if self._fused:
-            plan = self._fused[i]
-            x = _plan_norm(h, plan.in_norm, plan.in_w, plan.in_eps)
-            qkv = F.linear(x, plan.qkv_w, plan.qkv_b).view(b, s, nh + 2 * nkv, hd).transpose(1, 2)
-            qk = qkv[:, :nh + nkv]
-            qk = qk * cos + rotate_half(qk) * sin  # one rotary pass for q and k together
-            q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
-            o_w, o_b = plan.o_w, plan.o_b
-        else:
-            plan = None
-            layer = self.lm.model.layers[i]
-            attn = layer.self_attn
-            x = _rms_norm(layer.input_layernorm, h)
-            q = attn.q_proj(x).view(b, s, nh, hd).transpose(1, 2)
-            k = attn.k_proj(x).view(b, s, nkv, hd).transpose(1, 2)
-            v = attn.v_proj(x).view(b, s, nkv, hd).transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            o_w, o_b = attn.o_proj.weight, attn.o_proj.bias
+        x = _plan_norm(h, plan.in_norm, plan.in_w, plan.in_eps)
+        qkv = F.linear(x, plan.qkv_w, plan.qkv_b).view(b, s, nh + 2 * nkv, hd).transpose(1, 2)
+        qk = qkv[:, :nh + nkv]
+        qk = qk * cos + rotate_half(qk) * sin  # one rotary pass for q and k together
+        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
         if past_k is not None:
             k = torch.cat([past_k, k], dim=2)
             v = torch.cat([past_v, v], dim=2)
         else:
             k, v = k.contiguous(), v.contiguous()
-        o = F.scaled_dot_product_attention(q, repeat_kv(k, self.groups), repeat_kv(v, self.groups),
-                                           is_causal=past_k is None, scale=self.scaling)
-        h = h + F.linear(o.transpose(1, 2).reshape(b, s, nh * hd), o_w, o_b)
-        if plan is not None:
-            x = _plan_norm(h, plan.post_norm, plan.post_w, plan.post_eps)
-            if plan.gate_up is not None:
-                g, u = F.linear(x, plan.gate_up).chunk(2, dim=-1)
-                return h + F.linear(plan.act(g) * u, plan.down_w), k, v
-            return h + plan.mlp(x), k, v
-        layer = self.lm.model.layers[i]
-        return h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h)), k, v
+        o = attention(q, k, v, mask, self.scaling)  # [B, nh, S, hd]
+        h = h + F.linear(o.transpose(1, 2).reshape(b, s, nh * hd), plan.o_w, plan.o_b)
+        x = _plan_norm(h, plan.post_norm, plan.post_w, plan.post_eps)
+        if plan.gate_up is not None:
+            g, u = F.linear(x, plan.gate_up).chunk(2, dim=-1)
+            return h + F.linear(plan.act(g) * u, plan.down_w), k, v
+        return h + plan.mlp(x), k, v
 
     def _rope(self, start: int | torch.SymInt, length: int | torch.SymInt, dtype: torch.dtype
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,36 +235,38 @@ class LmCore(nn.Module):
         sin = self.rope_sin.narrow(0, start, length).to(dtype)
         return cos, sin
 
-    def _run(self, h: torch.Tensor, past: list[torch.Tensor] | None, last_only: bool
-             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(self, h: torch.Tensor, past: list[torch.Tensor] | None, mask: torch.Tensor | None,
+             last_only: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """h [B, S, D] after `past` (T positions) -> (float32 logits, K/V of length T + S)."""
+        plan = self._current_plan()
+        s = h.shape[1]
         start = 0 if past is None else past[0].shape[2]
-        cos, sin = self._rope(start, h.shape[1], h.dtype)
+        cos, sin = self._rope(start, s, h.dtype)
         present: list[torch.Tensor] = []
-        for i in range(self.num_layers):
+        for i, layer in enumerate(plan.layers):
             pk = None if past is None else past[2 * i]
             pv = None if past is None else past[2 * i + 1]
-            h, k, v = self._layer(i, h, cos, sin, pk, pv)
+            h, k, v = self._layer(layer, h, cos, sin, mask, pk, pv)
             present += [k, v]
         if last_only:
             h = h[:, -1:]
-        if self._head is not None:
-            norm, weight, eps, head_w, head_b = self._head
-            return F.linear(_plan_norm(h, norm, weight, eps), head_w, head_b).float(), present
-        logits = self.lm.lm_head(_rms_norm(self.lm.model.norm, h)).float()
-        return logits, present
+        h = _plan_norm(h, plan.norm, plan.norm_w, plan.norm_eps)
+        return F.linear(h, plan.head_w, plan.head_b).float(), present
 
-    def prefill(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def prefill(self, inputs_embeds: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """[B, S, D] -> (last-position logits [B, V], [k_0, v_0, k_1, v_1, ...])."""
-        logits, present = self._run(inputs_embeds, None, last_only=True)
+        logits, present = self._run(inputs_embeds, None, mask, last_only=True)
         return logits[:, -1], present
 
-    def decode(self, token_ids: torch.Tensor, past: list[torch.Tensor]
+    def decode(self, token_ids: torch.Tensor, past: list[torch.Tensor], mask: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One token [B, 1] + past [k_0, v_0, ...] (length T) -> (logits [B, V], present of length T + 1)."""
-        logits, present = self._run(self.embed(token_ids), past, last_only=True)
+        logits, present = self._run(self.embed(token_ids), past, mask, last_only=True)
         return logits[:, -1], present
 
-    def forward_all(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """Logits at every position [B, S, V] without a cache (reference and teacher forcing)."""
-        logits, _ = self._run(inputs_embeds, None, last_only=False)
+    def forward_all(self, inputs_embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits at every position [B, S, V] without a cache (reference, teacher forcing; with
+        `bidirectional_mask(S, S)` OFT's parallel pass)."""
+        logits, _ = self._run(inputs_embeds, None, mask, last_only=False)
         return logits

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from vla_ros.model.action_tokenizer import ActionTokenizer
 from vla_ros.model.families import Family, resolve_family
@@ -80,8 +81,6 @@ def shard_map(path: Path) -> dict[str, list[str]]:
 
 
 def _open_shard(file: Path):
-    from safetensors import safe_open
-
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError / OSError for corrupt headers

@@ -108,7 +108,7 @@ def pil_bicubic_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def torch_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """torch's uint8 antialiased bicubic (the Pillow-SIMD port): within 1-2 of PIL, ~15x faster."""
-    import torch
+    import torch  # lazy: the ONNX Runtime / TensorRT backends preprocess without torch
     import torch.nn.functional as F
 
     h, w = rgb.shape[:2]
@@ -123,7 +123,7 @@ def torch_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def cv2_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """OpenCV resize: INTER_AREA when shrinking, INTER_CUBIC otherwise (approximates PIL)."""
-    import cv2
+    import cv2  # lazy: only this resize method needs OpenCV
 
     h, w = rgb.shape[:2]
     if (w, h) == (width, height):

@@ -11,7 +11,9 @@ These are what the torch backend runs and what the ONNX export (issue 4) traces:
 
 K/V tensors are [B, n_kv_heads, T, head_dim] in the model dtype, interleaved per layer
 (k_0, v_0, k_1, v_1, ...); `kv_names` gives their names. The decode step's position is the past
-length (past_k_0.shape[2]); the cache grows by concatenation. No HF cache objects anywhere.
+length (past_k_0.shape[2]); the cache grows by concatenation. No HF cache objects anywhere. Both LLM
+stages run the causal mask built inside the forward from the shapes (`vla_ros.model.attention`), so the
+graphs take no mask input.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class PrefillStage(nn.Module):
 
     def __init__(self, core: LmCore) -> None:
         super().__init__()
+        core.fuse_projections()  # the torch backend and the exported graph run the same plan
         self.core = core
 
     def forward(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -71,6 +74,7 @@ class DecodeStage(nn.Module):
 
     def __init__(self, core: LmCore) -> None:
         super().__init__()
+        core.fuse_projections()  # the torch backend and the exported graph run the same plan
         self.core = core
 
     def forward(self, token_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:

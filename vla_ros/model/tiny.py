@@ -16,6 +16,7 @@ about 0.5-1): the image, the prompt and each block change the actions.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import hashlib
 import json
@@ -26,9 +27,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoConfig, LlamaForCausalLM, Qwen2ForCausalLM
 
+from vla_ros.model.families import get_family
 from vla_ros.model.projector import make_projector
-from vla_ros.model.spec import IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD, TowerSpec
+from vla_ros.model.spec import IMAGENET_MEAN, IMAGENET_STD, KNOWN_TOWERS, SIGLIP_MEAN, SIGLIP_STD, TowerSpec
 from vla_ros.model.vision import full_tower, module_to_released_key
 
 N_BINS = 256
@@ -44,8 +49,6 @@ _PLACES = ["on the plate", "in the bowl", "to the left", "to the right", "into t
 
 def tiny_corpus(family: str = "openvla") -> list[str]:
     """Prompts of the family around instruction-like text, for training the tiny tokenizers."""
-    from vla_ros.model.families import get_family
-
     fam = get_family(family)
     lines = []
     for verb in _VERBS:
@@ -59,8 +62,6 @@ def tiny_corpus(family: str = "openvla") -> list[str]:
 def _bpe_tokenizer(vocab_size: int, byte_level: bool, specials: list[str], family: str,
                    corpus: list[str] | None = None):
     """A BPE tokenizer trained on `tiny_corpus` + `corpus` (Llama-like metaspace or Qwen-like byte level)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     tok = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
     if byte_level:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -79,8 +80,6 @@ def _bpe_tokenizer(vocab_size: int, byte_level: bool, specials: list[str], famil
 def build_tokenizer(family: str, base_vocab: int | None = None, corpus: list[str] | None = None):
     """(tokenizer, facts) for a family: OpenVLA-like (action ids = last 256 of the unpadded vocabulary,
     then `<PAD>`) or MiniVLA-like (256 added `<|extra_i|>` tokens at the end)."""
-    from tokenizers import Tokenizer, processors
-
     if family == "openvla":
         tok = _bpe_tokenizer(base_vocab or 320, byte_level=False, specials=["<unk>", "<s>", "</s>"],
                              family=family, corpus=corpus)
@@ -193,14 +192,9 @@ def write_tiny_checkpoint(path: str | Path, family: str = "openvla", seed: int =
     parameters, stored in bf16 unless `dtype` says otherwise) named by their timm ids, with the small LLM.
     corpus: extra text the tiny tokenizer is trained on (e.g. a demo's instructions: shorter prompts).
     """
-    from safetensors.torch import save_file
-    from transformers import AutoConfig, LlamaForCausalLM, Qwen2ForCausalLM
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if real_towers:
-        from vla_ros.model.spec import KNOWN_TOWERS
-
         specs = [KNOWN_TOWERS[i.split(".")[0]] for i in REAL_TIMM_IDS]
         if image_size % 14:
             raise ValueError("image_size must be a multiple of 14")
@@ -232,7 +226,7 @@ def write_tiny_checkpoint(path: str | Path, family: str = "openvla", seed: int =
             continue  # tied to embed_tokens, not stored (as transformers saves it)
         tensors[f"language_model.{key}"] = value
     tensors = {k: v.detach().to(store).contiguous() for k, v in tensors.items()}
-    _write_shards(path, tensors, save_file)
+    write_shards(path, tensors, save_file)
 
     config = {
         "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"],
@@ -258,7 +252,7 @@ def write_tiny_checkpoint(path: str | Path, family: str = "openvla", seed: int =
     return path
 
 
-def _write_shards(path: Path, tensors: dict[str, torch.Tensor], save_file) -> None:
+def write_shards(path: Path, tensors: dict[str, torch.Tensor], save_file) -> None:
     """Two shards split at half the bytes, plus the index (as transformers' save_pretrained)."""
     keys = sorted(tensors)
     total = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -334,8 +328,6 @@ def cached_tiny_checkpoint(**kwargs) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vla_ros.model.tiny OUT_DIR [--family F] [--image-size S] [--real-towers] [--seed N]`."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m vla_ros.model.tiny",
                                 description="Write a random checkpoint in the released OpenVLA layout.")
     p.add_argument("out_dir")

@@ -34,14 +34,14 @@ class TextTokenizer:
         self._sp = None
         self._added: dict[str, int] = {}
         if (path / "tokenizer.json").is_file():
-            from tokenizers import Tokenizer
+            from tokenizers import Tokenizer  # lazy: only checkpoints with tokenizer.json need it
 
             try:
                 self._hf = Tokenizer.from_file(str(path / "tokenizer.json"))
             except Exception as exc:  # the Rust library raises its own exception type
                 raise CheckpointError(f"{path / 'tokenizer.json'}: cannot load: {exc}") from exc
         elif (path / "tokenizer.model").is_file():
-            import sentencepiece
+            import sentencepiece  # lazy: optional, only for tokenizer.model checkpoints
 
             try:
                 self._sp = sentencepiece.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rclpy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 
 from vla_ros.bag.io import CLOCK, NS_PER_S, BagError, BagReader
 
@@ -34,8 +37,6 @@ def message_class(msgtype: str) -> Any:
 
 def publisher_qos(recorded: tuple) -> Any:
     """rclpy QoS for a topic from its recorded offered profiles (reliable/volatile/10 without them)."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     reliable, transient, depth = True, False, 10
     if recorded:
         q = recorded[0]
@@ -64,9 +65,6 @@ def play(bag_path: str | Path, rate: float = 1.0, clock: bool = False, clock_hz:
     With wait_for_subscribers_s > 0, playing starts once every topic has a matched subscriber (or
     that time has passed), so that no early message is lost to DDS discovery.
     """
-    import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
     log = log or (lambda text: print(text, file=sys.stderr))
     if not (rate > 0 and np.isfinite(rate)):
         raise ValueError(f"--rate must be a positive number, got {rate}")
@@ -97,8 +95,6 @@ def play(bag_path: str | Path, rate: float = 1.0, clock: bool = False, clock_hz:
                 raise BagError(f"bag {str(bag_path)!r}: nothing to publish")
             clock_pub = None
             if clock:
-                from rosgraph_msgs.msg import Clock
-
                 clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(
                     depth=10, reliability=ReliabilityPolicy.RELIABLE))
             previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -166,8 +162,6 @@ def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float, stop: li
 
 
 def _publish_clock(pub: Any, t_ns: int) -> None:
-    from rosgraph_msgs.msg import Clock
-
     msg = Clock()
     msg.clock.sec, msg.clock.nanosec = int(t_ns // NS_PER_S), int(t_ns % NS_PER_S)
     pub.publish(msg)

@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vla_ros.bag.io import BagError, BagWriter, qos_profile, typestore
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from vla_ros.bag.io import BagError, qos_profile, typestore
+from vla_ros.bag.replay_inputs import resolve_topic
+from vla_ros.bag.writer import BagWriter
+from vla_ros.core.config import load_config
 from vla_ros.ros.bag_play import message_class
 
 DEFAULT_NODE_NAME = "vla_node"
@@ -28,9 +36,6 @@ DEFAULT_NODE_NAME = "vla_node"
 def node_topics(config_path: str | None = None, namespace: str = "/", node_name: str = DEFAULT_NODE_NAME
                 ) -> list[str]:
     """Absolute names of vla_node's topics for a config: inputs, command (+ gripper), status."""
-    from vla_ros.bag.replay import resolve_topic
-    from vla_ros.core.config import load_config
-
     cfg = load_config(config_path)
     t = cfg.topics
     names = [t.camera, t.instruction, t.estop, t.command, "~/status"]
@@ -43,8 +48,6 @@ def node_topics(config_path: str | None = None, namespace: str = "/", node_name:
 
 def subscription_qos(endpoints: list[Any]) -> tuple[Any, list[Any]]:
     """(rclpy QoS matching every publisher, rosbags offered-QoS records for metadata.yaml)."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
     reliable = bool(endpoints) and all(e.qos_profile.reliability == ReliabilityPolicy.RELIABLE
                                        for e in endpoints)
     transient = bool(endpoints) and all(e.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
@@ -62,10 +65,6 @@ def record(out: str | Path, topics: list[str], seconds: float = 0.0, storage: st
            use_sim_time: bool = False, overwrite: bool = False, node_name: str = "vla_bag_recorder",
            log: Any = None) -> dict[str, int]:
     """Record `topics` until `seconds` pass (0 = until SIGINT/SIGTERM); returns messages per topic."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
-
     log = log or (lambda text: print(text, file=sys.stderr))
     stop = [False]
     writer = BagWriter(out, storage=storage, overwrite=overwrite,

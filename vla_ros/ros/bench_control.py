@@ -31,8 +31,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
+from vla_ros.core.stats import distribution
+from vla_ros.msg import EndEffectorCommand
+from vla_ros.ros.conversions import time_to_seconds
+from vla_ros.ros.node import VlaNode
 from vla_ros.ros.node_main import DEFAULT_SWITCH_INTERVAL_S
+from vla_ros.ros.qos import camera_qos, reliable_qos
+from vla_ros.runtime.synthetic import SyntheticPolicy
 
 CAMERA_SIZE = (480, 640)  # rows, columns
 INSTRUCTION = "put the red block in the bowl"
@@ -59,12 +70,11 @@ def period_stats(times: np.ndarray, period_s: float) -> dict[str, float]:
         return {"count": int(times.size), "achieved_hz": 0.0, "p50_ms": float("nan"),
                 "p99_ms": float("nan"), "max_ms": float("nan"), "missed": 0, "late": 0}
     dt = np.diff(times)
-    err_ms = np.abs(dt - period_s) * 1e3
+    err_ms = distribution(np.abs(dt - period_s) * 1e3)
     expected = int(round((times[-1] - times[0]) / period_s)) + 1
     return {"count": int(times.size), "achieved_hz": float((times.size - 1) / (times[-1] - times[0])),
-            "p50_ms": float(np.percentile(err_ms, 50)), "p99_ms": float(np.percentile(err_ms, 99)),
-            "max_ms": float(err_ms.max()), "missed": max(0, expected - int(times.size)),
-            "late": int(np.sum(dt > 1.5 * period_s))}
+            "p50_ms": err_ms["p50"], "p99_ms": err_ms["p99"], "max_ms": err_ms["max"],
+            "missed": max(0, expected - int(times.size)), "late": int(np.sum(dt > 1.5 * period_s))}
 
 
 # ----- helper processes -------------------------------------------------------------------------
@@ -84,14 +94,6 @@ def _helper_main(argv: list[str]) -> int:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(a.priority))
         except (OSError, AttributeError):
             pass
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
-
-    from vla_ros.msg import EndEffectorCommand
-    from vla_ros.ros.qos import camera_qos, reliable_qos
-
     rclpy.init()
     node = rclpy.create_node(f"vla_bench_{a.helper}", namespace=a.namespace)
     deadline = time.monotonic() + a.seconds
@@ -120,8 +122,7 @@ def _helper_main(argv: list[str]) -> int:
         arrivals: list[tuple[float, float, float, bool]] = []  # (monotonic, wall, stamp, hold)
 
         def on_command(m: EndEffectorCommand) -> None:
-            stamp = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
-            arrivals.append((time.monotonic(), time.time(), stamp, m.hold))
+            arrivals.append((time.monotonic(), time.time(), time_to_seconds(m.header.stamp), m.hold))
 
         node.create_subscription(EndEffectorCommand, "vla/command", on_command, reliable_qos(100))
         executor = SingleThreadedExecutor()
@@ -141,13 +142,6 @@ def bench_rate(rate_hz: float, seconds: float, busy: str, latency_s: float, warm
                domain_id: int, inference_nice: int, control_priority: int = 0,
                inference_process: bool = False) -> dict:
     """Run node + camera + recorder at one control rate; return the figures."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
-
-    from vla_ros.ros.node import VlaNode
-    from vla_ros.runtime.synthetic import SyntheticPolicy
-
     namespace = f"/vla_bench_{os.getpid()}_{int(rate_hz)}"
     env = _ros_environment(domain_id)
     os.environ.update({k: env[k] for k in ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE",
@@ -167,11 +161,12 @@ def bench_rate(rate_hz: float, seconds: float, busy: str, latency_s: float, warm
     params = [Parameter("control.control_rate_hz", value=float(rate_hz)),
               Parameter("control.action_period_s", value=0.2),
               Parameter("topics.camera_reliability", value="reliable"),
-              Parameter("policy.max_inference_s", value=max(5.0, 10 * latency_s))]
+              Parameter("policy.max_inference_s", value=max(5.0, 10 * latency_s)),
+              Parameter("execution.inference_process", value=inference_process),
+              Parameter("execution.control_priority", value=control_priority)]
     capacity = int(rate_hz * (total + 5))
     node = VlaNode(None, namespace=namespace, context=ctx, parameter_overrides=params, record_ticks=capacity,
-                   inference_nice=inference_nice, control_priority=control_priority,
-                   inference_process=inference_process, policy_factory=factory)
+                   inference_nice=inference_nice, policy_factory=factory)
     executor = SingleThreadedExecutor(context=ctx)
     spin = threading.Thread(target=executor.spin, daemon=True)
     try:
@@ -262,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inference-process", action="store_true",
                    help="run the policy in a child process (as `vla-ros node --inference-process`)")
     p.add_argument("--control-priority", type=int, default=0,
-                   help="SCHED_FIFO priority of the control thread (1-99; 0 = normal scheduling)")
+                   help="SCHED_FIFO priority of the control thread (execution.control_priority, 1-99; "
+                        "0 = normal scheduling)")
     p.add_argument("--switch-interval", type=float, default=DEFAULT_SWITCH_INTERVAL_S,
                    help=f"GIL switch interval [s] of the node process (default {DEFAULT_SWITCH_INTERVAL_S}, "
                         "as `vla-ros node`; Python's own default is 0.005)")
@@ -273,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vla-ros bench-control: --rate {a.rate!r}: expected numbers like 50 or 50,100",
               file=sys.stderr)
         return 2
-    if not rates or any(not 1.0 <= r <= 1000.0 for r in rates) or a.seconds <= 0:
-        print("vla-ros bench-control: rates must be in [1, 1000] Hz and --seconds > 0", file=sys.stderr)
+    if not rates or any(not 1.0 <= r <= 1000.0 for r in rates) or a.seconds <= 0 \
+            or not 0 <= a.control_priority <= 99:
+        print("vla-ros bench-control: rates must be in [1, 1000] Hz, --seconds > 0 and --control-priority "
+              "in [0, 99]", file=sys.stderr)
         return 2
     sys.setswitchinterval(a.switch_interval)
     results = []

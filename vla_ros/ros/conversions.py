@@ -16,13 +16,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vla_ros.control.safety import Command, intervention_names
 from vla_ros.core.images import MAX_COMPRESSED_BYTES, MAX_PIXELS, ImageError, decode_compressed, decode_raw
-from vla_ros.core.inputs import (  # noqa: F401  (re-exported: the node's input rules live there)
-    MAX_INSTRUCTION_BYTES,
-    InputError,
-    decode_string_cdr,
-    pose_from_fields,
-    sanitize_instruction,
-)
+from vla_ros.core.inputs import pose_from_fields
 from vla_ros.core.types import Pose
 from vla_ros.msg import EndEffectorCommand
 
@@ -154,3 +148,18 @@ def command_to_pose_target(cmd: Command, pose: Pose, frame_id: str) -> PoseStamp
     msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = \
         map(float, q)
     return msg
+
+
+OUTPUT_TYPES = {"end_effector": EndEffectorCommand, "twist": TwistStamped, "pose": PoseStamped}
+
+
+def command_message(cmd: Command, output_mode: str, frame_id: str, tick_period_s: float,
+                    pose: Pose | None = None) -> EndEffectorCommand | TwistStamped | PoseStamped:
+    """The message of `cmd` for topics.output_mode (an OUTPUT_TYPES key); "pose" needs the current `pose`."""
+    if output_mode == "end_effector":
+        return command_to_end_effector(cmd, frame_id)
+    if output_mode == "twist":
+        return command_to_twist(cmd, frame_id, tick_period_s)
+    if pose is None:
+        raise ValueError("output_mode 'pose' needs the current end-effector pose")
+    return command_to_pose_target(cmd, pose, frame_id)

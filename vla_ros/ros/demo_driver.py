@@ -1,4 +1,4 @@
-"""The ROS side of `vla-ros demo`: vla_sim + vla_node in this process, the episode driver, the recorder.
+"""The ROS graph of `vla-ros demo`: vla_sim + vla_node in this process, and the episode driver.
 
 - `InProcessGraph` starts vla_sim and vla_node (configured, activated, DISARMED) in one rclpy context,
   each node on its own SingleThreadedExecutor thread; vla_node's control timer keeps its own
@@ -8,15 +8,12 @@
   instruction, watches `sim/success` and `vla_node/status`, and publishes an empty instruction
   (HOLD) at the end of each episode. It works the same against nodes in other processes
   (launch/demo.launch.py runs it with --attach).
-- `RecorderProcess` runs `vla-ros record` (vla_ros.ros.bag_record) in a child process and stops it
-  with SIGINT, which closes the mcap bag atomically.
+
+The bag recorder is vla_ros.ros.demo_recorder; the run itself, vla_ros.ros.demo_run.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,14 +23,19 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
 from vla_ros.core.config import NodeConfig
+from vla_ros.core.schema import ConfigError
 from vla_ros.msg import EndEffectorCommand, VlaStatus
+from vla_ros.ros.node import VlaNode
+from vla_ros.ros.params import config_to_parameters
 from vla_ros.ros.qos import reliable_qos
+from vla_ros.ros.sim_node import SimNode
+from vla_ros.sim.config import sim_config_for
+from vla_ros.sim.expert_policy import ExpertPolicy
 
 SIM_NODE = "vla_sim"
 VLA_NODE = "vla_node"
@@ -94,8 +96,7 @@ class GraphOptions:
     seed: int = 0
     task_kind: str = ""  # '' random, 'pick' or 'move'
     camera_rate_hz: float = 10.0
-    policy: object | None = None  # an injected Policy (the expert) or None: the config's model
-    expert: bool = False  # build vla_ros.sim.evaluate.ExpertPolicy on the simulator's world
+    expert: bool = False  # vla_node runs ExpertPolicy on the simulator's world, not the config's model
     inference_process: bool = False
     verbose: bool = False
 
@@ -112,28 +113,16 @@ class InProcessGraph:
 
     def start(self, log: Log) -> None:
         """Create the nodes, configure and activate vla_node (raises GraphError with the reason)."""
-        from vla_ros.core.schema import ConfigError
-        from vla_ros.ros.node import VlaNode
-        from vla_ros.ros.params import config_to_parameters
-        from vla_ros.ros.sim_node import SimNode
-
         opt, cfg = self.options, self.options.config
         rclpy.init(args=ros_args(opt.verbose), context=self.context)
-        sim_params = {"camera_topic": cfg.topics.camera, "pose_topic": cfg.topics.pose or "vla/ee_pose",
-                      "command_topic": cfg.topics.command, "instruction_topic": cfg.topics.instruction,
-                      "camera_rate_hz": float(opt.camera_rate_hz), "frame_id": cfg.control.frame_id,
-                      "seed": int(opt.seed), "task_kind": opt.task_kind}
         try:
-            self.sim = SimNode(context=self.context,
-                               parameter_overrides=[Parameter(k, value=v) for k, v in sim_params.items()])
+            sim_cfg = sim_config_for(cfg, seed=opt.seed, task_kind=opt.task_kind,
+                                     camera_rate_hz=opt.camera_rate_hz)
+            self.sim = SimNode(context=self.context, parameter_overrides=config_to_parameters(sim_cfg))
         except ConfigError as exc:
             raise GraphError(f"vla_sim: {exc}") from exc
         self._spinners.append(Spinner(self.sim, self.context, "vla-demo-sim"))
-        policy = opt.policy
-        if opt.expert:
-            from vla_ros.sim.evaluate import ExpertPolicy
-
-            policy = ExpertPolicy(self.sim.world)
+        policy = ExpertPolicy(self.sim.world) if opt.expert else None  # None: the config's model
         try:
             self.vla = VlaNode(policy, node_name=VLA_NODE, context=self.context,
                                parameter_overrides=config_to_parameters(cfg),
@@ -146,10 +135,6 @@ class InProcessGraph:
         if self.vla.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise GraphError("vla_node: activate failed")
         self._spinners.append(Spinner(self.vla, self.context, "vla-demo-node"))
-
-    @property
-    def policy_description(self) -> str:
-        return self.vla.status().backend if self.vla is not None else ""
 
     def close(self) -> None:
         """Final HOLD (vla_node shutdown transition), stop the executors, destroy the nodes."""
@@ -180,7 +165,7 @@ class EpisodeOutcome:
     scene_seed: int | None  # the simulator's scene seed when known (in-process graph)
     success: bool
     seconds: float  # from publishing the instruction to success or the time limit
-    reason: str  # "success" | "time limit" | "interrupted"
+    reason: str  # "success" | "time limit"
     start_ns: int
     end_ns: int  # when the HOLD (empty instruction) was published
     commands: int = 0  # vla_node commands received during the episode
@@ -225,18 +210,14 @@ class CommandLog:
 class EpisodeDriver:
     """Drives episodes through the ROS graph: reset, instruction, success or time limit, HOLD."""
 
-    def __init__(self, context, config: NodeConfig, namespace: str = "", log: Log = print,  # noqa: ANN001
-                 seed: int | None = None) -> None:
-        self.context = context
+    def __init__(self, context: rclpy.Context, config: NodeConfig, seed: int | None = None) -> None:
+        """`seed`: the simulator's seed parameter when this process set it (scene seeds are then known)."""
         self.config = config
-        self.log = log
-        self.seed = seed  # the simulator's seed parameter, when this process set it
+        self.seed = seed
         self.resets = 0
-        self.node = rclpy.create_node(DRIVER_NODE, namespace=namespace or None, context=context,
-                                      start_parameter_services=False)
+        self.node = rclpy.create_node(DRIVER_NODE, context=context, start_parameter_services=False)
         rel = reliable_qos()
         topics = config.topics
-        self._lock = threading.Lock()
         self.success: list[bool] = []
         self.tasks: list[str] = []
         self.statuses: list[tuple[float, VlaStatus]] = []  # (monotonic receipt time, status)
@@ -327,7 +308,7 @@ class EpisodeDriver:
     def run_episode(self, index: int, max_seconds: float, settle_s: float = 0.5,
                     instruction: Callable[[str], str] | None = None,
                     progress: Callable[[float, VlaStatus | None], None] | None = None,
-                    progress_period_s: float = 1.0, stop: threading.Event | None = None) -> EpisodeOutcome:
+                    progress_period_s: float = 1.0) -> EpisodeOutcome:
         """Reset, instruct, wait for sim/success (after the reset) or the time limit, then HOLD.
 
         `instruction` maps the simulator's instruction to the one published (vla_sim adopts an
@@ -355,9 +336,6 @@ class EpisodeDriver:
                 break
             now = time.monotonic()
             if now - t0 >= max_seconds:
-                break
-            if stop is not None and stop.is_set():
-                reason = "interrupted"
                 break
             if progress is not None and now >= next_progress:
                 next_progress += progress_period_s
@@ -393,62 +371,3 @@ class EpisodeDriver:
     def close(self) -> None:
         self._spinner.stop()
         self.node.destroy_node()
-
-
-# ----------------------------------------------------------------------------------------------- recorder
-class RecorderProcess:
-    """`python -m vla_ros.ros.bag_record OUT --topics ...` in a child process; SIGINT stops it cleanly."""
-
-    def __init__(self, out: str, topics: list[str], storage: str = "mcap", max_seconds: float = 0.0) -> None:
-        """`max_seconds` > 0: the recorder stops by itself then (an orphan never records forever)."""
-        self.out = out
-        self.topics = list(topics)
-        self.lines: list[str] = []
-        cmd = [sys.executable, "-m", "vla_ros.ros.bag_record", out, "--topics", *self.topics,
-               "--storage", storage, "--force", "--seconds", f"{max_seconds:g}"]
-        # Its own session: a Ctrl-C at the terminal reaches the demo, which stops the recorder last.
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, name="vla-demo-recorder-log", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def recording(self) -> set[str]:
-        """Topics the recorder has subscribed to so far."""
-        prefix = "record: recording "
-        return {line[len(prefix):].split(" [")[0] for line in list(self.lines) if line.startswith(prefix)}
-
-    def wait_recording(self, topics: list[str], timeout_s: float) -> None:
-        """Wait until the recorder records every topic in `topics` (GraphError when it does not)."""
-        wanted = set(topics)
-        ok = wait_until(lambda: wanted <= self.recording() or self.process.poll() is not None, timeout_s)
-        if self.process.poll() is not None or not ok:
-            missing = sorted(wanted - self.recording())
-            raise GraphError(f"the bag recorder is not recording {missing}: " + self.tail())
-
-    def tail(self, n: int = 8) -> str:
-        return " | ".join(self.lines[-n:]) or "(no output)"
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGINT, then wait for the bag to be closed (GraphError when it fails)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5.0)
-                raise GraphError(f"the bag recorder did not stop within {timeout_s:g} s: "
-                                 f"{self.tail()}") from None
-        self._reader.join(2.0)
-        if self.process.returncode != 0:
-            raise GraphError(f"the bag recorder failed (exit {self.process.returncode}): {self.tail()}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5.0)

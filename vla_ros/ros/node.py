@@ -4,8 +4,10 @@ Threads, so that nothing delays the control timer:
 - the caller's executor spins this node: camera/instruction/e-stop/pose callbacks (decoding
   included), services, lifecycle transitions and the status timer;
 - the control timer lives on a small hidden helper node spun by its OWN SingleThreadedExecutor
-  in its own thread (created on activate): it only calls `ControlCore.tick` and publishes;
-- the policy runs in the InferenceWorker thread, never in a ROS callback.
+  in its own thread (ros/control_timer.py, created on activate): it only calls `ControlCore.tick`
+  and publishes;
+- the policy runs in the inference worker (a thread, or a child process with the parameter
+  execution.inference_process), never in a ROS callback.
 
 Lifecycle: configure reads the parameters, builds the policy and creates the ROS interfaces;
 activate starts the control timer (the node stays DISARMED until ~/arm); deactivate publishes a
@@ -14,19 +16,14 @@ final HOLD and stops the timer; cleanup/shutdown release everything.
 
 from __future__ import annotations
 
-import functools
-import os
 import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.executors import SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float64, Header, String
@@ -35,45 +32,26 @@ from std_srvs.srv import SetBool, Trigger
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command
 from vla_ros.control.status import Counters, status_fields
+from vla_ros.control.ticks import TickRecorder
 from vla_ros.core.config import NodeConfig
+from vla_ros.core.inputs import decode_string_cdr
 from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy
-from vla_ros.msg import EndEffectorCommand, VlaStatus
+from vla_ros.msg import VlaStatus
+from vla_ros.ros.control_timer import ControlTimer
 from vla_ros.ros.conversions import (
-    command_to_end_effector,
-    command_to_pose_target,
-    command_to_twist,
-    decode_string_cdr,
+    OUTPUT_TYPES,
+    command_message,
     pose_from_msg,
     raw_camera_to_rgb,
     seconds_to_time,
 )
+from vla_ros.ros.diagnostics import diagnostic_array
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
 from vla_ros.ros.qos import camera_qos, reliable_qos
-from vla_ros.runtime.worker import InferenceWorker, ProcessInferenceWorker
+from vla_ros.runtime.factory import start_worker
+from vla_ros.runtime.worker import InferenceWorker
 
 WARN_THROTTLE_S = 2.0
-
-
-class TickRecorder:
-    """Start times (time.perf_counter) of the last `capacity` control ticks, for benchmarks and tests."""
-
-    def __init__(self, capacity: int) -> None:
-        self.times = np.zeros(max(capacity, 1))
-        self.count = 0
-        self.capacity = capacity
-
-    def add(self, t: float) -> None:
-        if self.capacity:
-            self.times[self.count % self.capacity] = t
-        self.count += 1
-
-    def recent(self) -> np.ndarray:
-        """Recorded tick times in order (at most `capacity`)."""
-        n = min(self.count, self.capacity)
-        if self.count <= self.capacity:
-            return self.times[:n].copy()
-        i = self.count % self.capacity
-        return np.concatenate([self.times[i:], self.times[:i]])
 
 
 class VlaNode(LifecycleNode):
@@ -82,20 +60,21 @@ class VlaNode(LifecycleNode):
     def __init__(self, policy: Policy | None = None, *, node_name: str = "vla_node",
                  namespace: str | None = None, context: rclpy.context.Context | None = None,
                  parameter_overrides: list[Parameter] | None = None, cli_args: list[str] | None = None,
-                 record_ticks: int = 0, inference_nice: int = 0, control_priority: int = 0,
-                 inference_process: bool = False, policy_factory: Callable[[], Policy] | None = None) -> None:
-        """Raises ConfigError for a bad parameter.
-
-        `policy`: a ready policy object, run in a worker thread (tests, embedding); otherwise the
-        policy comes from `policy_factory` (picklable) or vla_ros.runtime.factory.make_policy.
-        `inference_process`: run that policy in a child process (ProcessInferenceWorker) so that a
-        busy or hung policy never holds this process's GIL. `inference_nice` (> 0) lowers the
-        inference thread's / process's priority; `control_priority` (1-99) asks for SCHED_FIFO
-        scheduling of the control thread (needs CAP_SYS_NICE or an rtprio limit; falls back to
-        normal scheduling with a warning).
+                 record_ticks: int = 0, inference_nice: int = 0, control_priority: int | None = None,
+                 inference_process: bool | None = None,
+                 policy_factory: Callable[[], Policy] | None = None) -> None:
+        """Raises ConfigError for a bad parameter. `policy`: a ready policy, always run in a thread;
+        otherwise `policy_factory` (picklable) or make_policy builds it (see runtime.factory.start_worker).
+        `inference_process` / `control_priority`, when given, set the execution.* parameters of those
+        names. `inference_nice` (> 0) lowers the inference priority; `record_ticks`: see `ticks`.
         """
+        overrides = list(parameter_overrides or [])
+        if inference_process is not None:
+            overrides.append(Parameter("execution.inference_process", value=bool(inference_process)))
+        if control_priority is not None:
+            overrides.append(Parameter("execution.control_priority", value=int(control_priority)))
         super().__init__(node_name, namespace=namespace, context=context,
-                         parameter_overrides=parameter_overrides, cli_args=cli_args)
+                         parameter_overrides=overrides, cli_args=cli_args)
         try:
             declare_config_parameters(self)
             self.config: NodeConfig = read_config_parameters(self)
@@ -104,9 +83,7 @@ class VlaNode(LifecycleNode):
             raise
         self._injected_policy = policy
         self._policy_factory = policy_factory
-        self._inference_process = inference_process and policy is None
         self._inference_nice = inference_nice
-        self._control_priority = control_priority
         self.policy: Policy | None = None
         self.core: ControlCore | None = None
         self.worker: InferenceWorker | None = None
@@ -120,10 +97,8 @@ class VlaNode(LifecycleNode):
         self._instruction = Instruction("", 0.0)
         self._latest_obs: Observation | None = None
         self._backend = ""
-        self._entities: list[Callable[[], object]] = []  # destroyers of what configure created
-        self._control_node: Node | None = None
-        self._control_executor: SingleThreadedExecutor | None = None
-        self._control_thread: threading.Thread | None = None
+        self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
+        self._control: ControlTimer | None = None
         self._status_prev: tuple[float, int, int] | None = None  # (monotonic, ticks, calls_ok)
         self._lifecycle_lock = threading.Lock()
 
@@ -133,39 +108,21 @@ class VlaNode(LifecycleNode):
         try:
             cfg = read_config_parameters(self)
             core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s)
-            worker, policy = self._make_worker(cfg)
+            worker = start_worker(cfg.policy, self._on_chunk, self._on_fault,
+                                  in_process=cfg.execution.inference_process, policy=self._injected_policy,
+                                  policy_factory=self._policy_factory, nice=self._inference_nice)
         except Exception as exc:  # rclpy would swallow it: say why before failing the transition
             self.last_error = f"configure failed: {exc}"
             self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
-        self.config, self.policy, self.core, self.worker = cfg, policy, core, worker
+        self.config, self.policy, self.core, self.worker = cfg, worker.policy, core, worker
+        self._backend = worker.describe()
         self._create_interfaces(cfg)
-        where = "process" if self._inference_process else "thread"
+        where = "thread" if worker.policy is not None else "process"
         self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
                                f"control {cfg.control.control_rate_hz} Hz, "
                                f"output {cfg.topics.output_mode} on {self._command_pub.topic_name}")
         return super().on_configure(state)
-
-    def _make_worker(self, cfg: NodeConfig) -> tuple[InferenceWorker, Policy | None]:
-        """The started inference worker and, in thread mode, the policy object."""
-        if self._inference_process:
-            factory = self._policy_factory or functools.partial(_factory_policy, cfg.policy)
-            worker = ProcessInferenceWorker(factory, self._on_chunk, self._on_fault,
-                                            cfg.policy.max_inference_s, nice=self._inference_nice)
-            worker.start()  # builds the policy in the child; raises with the reason
-            self._backend = worker.description
-            return worker, None
-        if self._injected_policy is not None:
-            policy = self._injected_policy
-        elif self._policy_factory is not None:
-            policy = self._policy_factory()
-        else:
-            policy = self._make_policy(cfg)
-        self._backend = _describe(policy)
-        worker = InferenceWorker(policy, self._on_chunk, self._on_fault, cfg.policy.max_inference_s,
-                                 nice=self._inference_nice)
-        worker.start()
-        return worker, policy
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable publishing and start the control timer; the node stays DISARMED until ~/arm."""
@@ -207,17 +164,11 @@ class VlaNode(LifecycleNode):
             self.worker.stop(1.0)
         super().destroy_node()
 
-    def _make_policy(self, cfg: NodeConfig) -> Policy:
-        from vla_ros.runtime.factory import make_policy  # heavy imports only when configuring
-
-        return make_policy(cfg.policy)
-
     def _create_interfaces(self, cfg: NodeConfig) -> None:
         topics, rel = cfg.topics, reliable_qos()
         compressed = topics.camera_transport == "compressed"
         cam_type = CompressedImage if compressed else Image
-        out_type = {"end_effector": EndEffectorCommand, "twist": TwistStamped,
-                    "pose": PoseStamped}[topics.output_mode]
+        out_type = OUTPUT_TYPES[topics.output_mode]
         self._command_pub = self.create_lifecycle_publisher(out_type, topics.command, rel)
         self._gripper_pub = None
         if topics.output_mode != "end_effector":  # Twist / Pose carry no gripper
@@ -235,12 +186,11 @@ class VlaNode(LifecycleNode):
                     self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)]
         status_timer = self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)
         pubs = [p for p in (self._command_pub, self._gripper_pub) if p is not None]
-        self._entities = ([lambda p=p: self.destroy_lifecycle_publisher(p) for p in pubs]
-                          + [lambda p=p: self.destroy_publisher(p)
-                             for p in (self._status_pub, self._diag_pub)]
-                          + [lambda s=s: self.destroy_subscription(s) for s in subs]
-                          + [lambda s=s: self.destroy_service(s) for s in services]
-                          + [lambda: self.destroy_timer(status_timer)])
+        self._entities = ([(self.destroy_lifecycle_publisher, p) for p in pubs]
+                          + [(self.destroy_publisher, p) for p in (self._status_pub, self._diag_pub)]
+                          + [(self.destroy_subscription, s) for s in subs]
+                          + [(self.destroy_service, s) for s in services]
+                          + [(self.destroy_timer, status_timer)])
 
     def _halt(self) -> None:
         self._active = False
@@ -259,8 +209,8 @@ class VlaNode(LifecycleNode):
         self._stop_control_loop()
         if self.worker is not None and not self.worker.stop(2.0):
             self.get_logger().warning("the policy call still running was abandoned (it is hung)")
-        for destroy in self._entities:
-            destroy()
+        for destroy, entity in self._entities:
+            destroy(entity)
         self._entities = []
         self.worker, self.policy, self.core, self._latest_obs = None, None, None, None
         self._instruction = Instruction("", 0.0)
@@ -268,37 +218,18 @@ class VlaNode(LifecycleNode):
     # ----- the control loop (its own node, executor and thread) ----------------------------------
     def _start_control_loop(self) -> None:
         self._stop_control_loop()
-        node = rclpy.create_node(f"_{self.get_name()}_control", namespace=self.get_namespace(),
-                                 context=self.context, use_global_arguments=False,
-                                 start_parameter_services=False, enable_rosout=False)
-        # The main node's clock drives the timer, so use_sim_time (/clock) applies to it too.
-        node.create_timer(1.0 / self.config.control.control_rate_hz, self._on_tick, clock=self.get_clock())
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(node)
-        thread = threading.Thread(target=self._control_thread_main, args=(executor,), name="vla-control",
-                                  daemon=True)
-        self._control_node, self._control_executor, self._control_thread = node, executor, thread
-        thread.start()
-
-    def _control_thread_main(self, executor: SingleThreadedExecutor) -> None:
-        if self._control_priority > 0:
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._control_priority))
-            except (OSError, AttributeError) as exc:
-                self.get_logger().warning(f"control thread keeps normal scheduling (SCHED_FIFO "
-                                          f"{self._control_priority} refused: {exc})")
-        _spin_quietly(executor)
+        cfg = self.config
+        timer = ControlTimer(self, 1.0 / cfg.control.control_rate_hz, self._on_tick,
+                             cfg.execution.control_priority)
+        with self._lifecycle_lock:
+            self._control = timer
+        timer.start()
 
     def _stop_control_loop(self) -> None:
         with self._lifecycle_lock:
-            executor, thread, node = self._control_executor, self._control_thread, self._control_node
-            self._control_executor = self._control_thread = self._control_node = None
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        if thread is not None:
-            thread.join(2.0)
-        if node is not None:
-            node.destroy_node()
+            timer, self._control = self._control, None
+        if timer is not None:
+            timer.stop()
 
     def _on_tick(self) -> None:
         self.ticks.add(time.perf_counter())
@@ -313,30 +244,20 @@ class VlaNode(LifecycleNode):
             self.get_logger().error(self.last_error, throttle_duration_sec=WARN_THROTTLE_S)
 
     def _publish(self, cmd: Command) -> None:
-        mode, frame = self.config.topics.output_mode, self.config.control.frame_id
-        if mode == "end_effector":
-            msg = command_to_end_effector(cmd, frame)
-        elif mode == "twist":
-            msg = command_to_twist(cmd, frame, self.config_tick_period_s)
-        else:
-            pose = self.core.pose if self.core is not None else None
-            if pose is None or cmd.stamp - pose.stamp > self.config.safety.max_pose_age_s:
-                # An absolute target from an old pose could send the arm back: publish nothing.
-                self.skipped_no_pose += 1
-                self.get_logger().warning("output_mode 'pose' but no fresh end-effector pose on "
-                                          f"'{self.config.topics.pose}': nothing published",
-                                          throttle_duration_sec=WARN_THROTTLE_S)
-                return
-            msg = command_to_pose_target(cmd, pose, frame)
-        self._command_pub.publish(msg)
+        cfg, pose = self.config, self.core.pose if self.core is not None else None
+        stale = pose is None or cmd.stamp - pose.stamp > cfg.safety.max_pose_age_s
+        if cfg.topics.output_mode == "pose" and stale:
+            # An absolute target from an old pose could send the arm back: publish nothing.
+            self.skipped_no_pose += 1
+            self.get_logger().warning(f"output_mode 'pose' but no fresh end-effector pose on "
+                                      f"'{cfg.topics.pose}': nothing published",
+                                      throttle_duration_sec=WARN_THROTTLE_S)
+            return
+        self._command_pub.publish(command_message(cmd, cfg.topics.output_mode, cfg.control.frame_id,
+                                                  1.0 / cfg.control.control_rate_hz, pose))
         if self._gripper_pub is not None:
             self._gripper_pub.publish(Float64(data=float(cmd.gripper)))
         self.commands_published += 1
-
-    @property
-    def config_tick_period_s(self) -> float:
-        """The nominal control period [s]."""
-        return 1.0 / self.config.control.control_rate_hz
 
     # ----- inputs --------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -470,67 +391,12 @@ class VlaNode(LifecycleNode):
 
     def _on_status(self) -> None:
         try:
-            status = self.status()
+            status, core, worker = self.status(), self.core, self.worker
             self._status_pub.publish(status)
-            self._diag_pub.publish(self._diagnostics(status))
+            self._diag_pub.publish(diagnostic_array(
+                self.get_fully_qualified_name(), status, self.config, active=self._active,
+                worker=worker.stats if worker is not None else None, tick_errors=self.tick_errors,
+                skipped_no_pose=self.skipped_no_pose, rejected=self.rejected,
+                safety_counters=core.counters if core is not None else {}))
         except Exception as exc:
             self.get_logger().error(f"status not published: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
-
-    def _diagnostics(self, s: VlaStatus) -> DiagnosticArray:
-        cfg, core = self.config, self.core
-        name = self.get_fully_qualified_name()
-        target = cfg.control.control_rate_hz
-        arr = DiagnosticArray()
-        arr.header.stamp = s.header.stamp
-
-        def status(title: str, level: int, message: str, values: dict) -> None:
-            arr.status.append(DiagnosticStatus(
-                level=level, name=f"{name}: {title}", message=message, hardware_id=name,
-                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
-
-        ok, warn, error = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-        rate_ok = s.control_rate_hz >= 0.9 * target or not self._active
-        status("control loop", ok if rate_ok else warn,
-               f"{s.control_rate_hz:.1f} Hz of {target:g} Hz" if self._active else "inactive",
-               {"target_rate_hz": target, "achieved_rate_hz": round(s.control_rate_hz, 2),
-                "commands_published": s.commands_published, "tick_errors": self.tick_errors,
-                "skipped_no_pose": self.skipped_no_pose, "output_mode": cfg.topics.output_mode})
-        stats = self.worker.stats if self.worker is not None else None
-        status("policy", error if s.state == VlaStatus.FAULT else ok,
-               "FAULT: " + s.last_error if s.state == VlaStatus.FAULT else "ok",
-               {"backend": s.backend, "inference_latency_s": round(s.inference_latency_s, 4),
-                "model_rate_hz": round(s.model_rate_hz, 2), "policy_errors": s.policy_errors,
-                "timeouts": stats.timeouts if stats else 0,
-                "dropped_observations": stats.dropped if stats else 0})
-        image_stale = s.image_age_s < 0 or s.image_age_s > cfg.safety.max_image_age_s
-        status("inputs", warn if image_stale and self._active else ok,
-               "no fresh camera image" if image_stale else "ok",
-               {"image_age_s": round(s.image_age_s, 3), "instruction_age_s": round(s.instruction_age_s, 3),
-                "action_age_s": round(s.action_age_s, 3), "instruction": s.instruction[:200],
-                **{f"rejected_{k}": v for k, v in self.rejected.items()}})
-        level = {VlaStatus.FAULT: error, VlaStatus.ESTOPPED: warn}.get(s.state, ok)
-        counters = core.counters if core is not None else {}
-        status("safety", level, s.state_name,
-               {"state": s.state_name, "safety_interventions": s.safety_interventions, **counters})
-        return arr
-
-
-def _factory_policy(cfg) -> Policy:  # noqa: ANN001 - PolicyConfig; module level so it pickles
-    from vla_ros.runtime.factory import make_policy
-
-    return make_policy(cfg)
-
-
-def _describe(policy: Policy) -> str:
-    try:
-        return str(policy.describe())
-    except Exception as exc:
-        return f"{type(policy).__name__} (describe failed: {exc})"
-
-
-def _spin_quietly(executor: SingleThreadedExecutor) -> None:
-    """Spin until the executor or its context shuts down."""
-    try:
-        executor.spin()
-    except (rclpy.executors.ExternalShutdownException, rclpy.executors.ShutdownException):
-        pass

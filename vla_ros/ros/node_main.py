@@ -10,28 +10,24 @@ drives it). Exit status: 0 after Ctrl-C, 2 for an invalid configuration, 1 when 
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 import threading
 from typing import Any
 
-import yaml
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn as Ret
+from rclpy.signals import SignalHandlerOptions
 
-from vla_ros.core.schema import ConfigError
+from vla_ros.core.config import NodeConfig, load_config
+from vla_ros.core.schema import ConfigError, parse_assignments
+from vla_ros.ros.node import VlaNode
+from vla_ros.ros.params import config_to_parameters
+from vla_ros.runtime.synthetic import SyntheticPolicy
 
 DEFAULT_SWITCH_INTERVAL_S = 0.0005
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """`name=value` with a YAML-typed value (`50` -> 50, `true` -> True, `[0, 1]` -> list)."""
-    if "=" not in text:
-        raise ConfigError(f"--param {text!r}: expected NAME=VALUE")
-    name, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return name.strip(), value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-policy", action="store_true",
                    help="use the synthetic test-double policy instead of a model (wiring checks only)")
     p.add_argument("--inference-process", action="store_true",
-                   help="run the policy in a child process: the control loop never waits for its GIL and a "
-                        "hung policy is killed and rebuilt (recommended for CPU inference)")
-    p.add_argument("--control-priority", type=int, default=0, metavar="N",
-                   help="SCHED_FIFO priority 1-99 for the control thread (needs rtprio rights; 0 = off)")
+                   help="set execution.inference_process: run the policy in a child process, so the control "
+                        "loop never waits for its GIL and a hung policy is killed and rebuilt")
+    p.add_argument("--control-priority", type=int, default=None, metavar="N",
+                   help="set execution.control_priority: SCHED_FIFO priority 1-99 of the control thread "
+                        "(needs rtprio rights; 0 = off)")
     p.add_argument("--switch-interval", type=float, default=DEFAULT_SWITCH_INTERVAL_S, metavar="S",
                    help="GIL switch interval [s]: how long the control thread may wait for a Python-heavy "
                         f"thread (default {DEFAULT_SWITCH_INTERVAL_S}; Python's own default is 0.005)")
@@ -65,68 +62,47 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--ros-args")
         argv, ros_args = argv[:i], argv[i:]
     args = build_parser().parse_args(argv)
-    if not 0 <= args.control_priority <= 99 or not 1e-5 <= args.switch_interval <= 0.1:
-        print("vla-ros node: --control-priority must be 0-99 and --switch-interval in [1e-5, 0.1] s",
-              file=sys.stderr)
+    if not 1e-5 <= args.switch_interval <= 0.1:
+        print("vla-ros node: --switch-interval must be in [1e-5, 0.1] s", file=sys.stderr)
         return 2
     try:
-        overrides = dict(parse_param(p) for p in args.param)
-        from vla_ros.core.config import load_config  # validates before ROS starts
-
-        cfg = load_config(args.config, overrides) if (args.config or overrides) else None
+        overrides = parse_assignments(args.param)
+        if args.inference_process:
+            overrides["execution.inference_process"] = True
+        if args.control_priority is not None:
+            overrides["execution.control_priority"] = args.control_priority
+        cfg = load_config(args.config, overrides) if (args.config or overrides) else None  # before ROS
     except ConfigError as exc:
         print(f"vla-ros node: invalid configuration: {exc}", file=sys.stderr)
         return 2
     sys.setswitchinterval(args.switch_interval)
     return run_node(cfg, ros_args, arm=args.arm, managed=args.managed, synthetic=args.synthetic_policy,
-                    name=args.name, namespace=args.namespace, given=overrides,
-                    control_priority=args.control_priority, inference_process=args.inference_process)
+                    name=args.name, namespace=args.namespace, given=overrides)
 
 
-def explicit_parameters(cfg, given: dict[str, Any]):
+def explicit_parameters(cfg: NodeConfig, given: dict[str, Any]) -> list:
     """Parameters of `cfg` that differ from the defaults or were given with --param.
 
     Those override --ros-args parameters; every other parameter keeps what --ros-args says.
     """
-    from vla_ros.core.config import NodeConfig
-    from vla_ros.ros.params import config_to_parameters
-
     defaults = {p.name: p.value for p in config_to_parameters(NodeConfig())}
     return [p for p in config_to_parameters(cfg) if p.name in given or p.value != defaults[p.name]]
 
 
-def run_node(cfg, ros_args: list[str], arm: bool = False, managed: bool = False, synthetic: bool = False,
-             name: str = "vla_node", namespace: str | None = None,
-             given: dict[str, Any] | None = None, control_priority: int = 0,
-             inference_process: bool = False) -> int:
+def run_node(cfg: NodeConfig | None, ros_args: list[str], arm: bool = False, managed: bool = False,
+             synthetic: bool = False, name: str = "vla_node", namespace: str | None = None,
+             given: dict[str, Any] | None = None) -> int:
     """Create the node, drive its transitions, spin; Ctrl-C publishes a final HOLD before exiting."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn as Ret
-
-    from vla_ros.ros.node import VlaNode
-
-    try:  # handle Ctrl-C ourselves so the node can still publish its final HOLD
-        from rclpy.signals import SignalHandlerOptions
-
-        rclpy.init(args=["vla_node"] + ros_args, signal_handler_options=SignalHandlerOptions.NO)
-    except (ImportError, TypeError):
-        rclpy.init(args=["vla_node"] + ros_args)
+    # Ctrl-C is handled here (KeyboardInterrupt), so that the node can still publish its final HOLD.
+    rclpy.init(args=["vla_node"] + ros_args, signal_handler_options=SignalHandlerOptions.NO)
     _terminate_like_ctrl_c()
     node = None
     executor = SingleThreadedExecutor()
     try:
-        factory = None
-        if synthetic:
-            import functools
-
-            from vla_ros.runtime.synthetic import SyntheticPolicy
-
-            factory = functools.partial(SyntheticPolicy, latency_s=0.05)
+        factory = functools.partial(SyntheticPolicy, latency_s=0.05) if synthetic else None
         overrides = explicit_parameters(cfg, given or {}) if cfg is not None else None
         try:
             node = VlaNode(None, node_name=name, namespace=namespace, parameter_overrides=overrides,
-                           control_priority=control_priority, inference_process=inference_process,
                            policy_factory=factory)
         except ConfigError as exc:
             print(f"vla-ros node: invalid parameter: {exc}", file=sys.stderr)

@@ -72,7 +72,7 @@ def parameter_descriptor(name: str, value: Any, field: dataclasses.Field) -> Par
     return desc
 
 
-def _coerce_overrides(node: Node, cfg: NodeConfig) -> None:
+def _coerce_overrides(node: Node, cfg: Any) -> None:
     """Let `50` stand for `50.0` in parameter files and --param (ROS would refuse the integer)."""
     overrides = getattr(node, "_parameter_overrides", None)
     if not isinstance(overrides, dict):
@@ -89,8 +89,8 @@ def _coerce_overrides(node: Node, cfg: NodeConfig) -> None:
             overrides[name] = Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(x) for x in v])
 
 
-def declare_config_parameters(node: Node, defaults: NodeConfig | None = None) -> None:
-    """Declare every NodeConfig leaf on `node`; raises ConfigError for an invalid override."""
+def declare_config_parameters(node: Node, defaults: Any = None) -> None:
+    """Declare every leaf of a schema instance (NodeConfig by default) on `node`; ConfigError when invalid."""
     cfg = validate(defaults if defaults is not None else NodeConfig())
     _coerce_overrides(node, cfg)
     for name, value, field in iter_fields(cfg):
@@ -107,18 +107,18 @@ def declare_config_parameters(node: Node, defaults: NodeConfig | None = None) ->
             raise ConfigError(f"parameter '{name}': {exc}") from exc
 
 
-def read_config_parameters(node: Node) -> NodeConfig:
-    """The node's parameters as a validated NodeConfig; raises ConfigError naming a bad parameter."""
+def read_config_parameters(node: Node, schema: type = NodeConfig) -> Any:
+    """The node's parameters as a validated `schema` instance; raises ConfigError naming a bad parameter."""
     values: dict[str, Any] = {}
-    for name, _, _ in iter_fields(NodeConfig()):
+    for name, _, _ in iter_fields(schema()):
         value = node.get_parameter(name).value
         if isinstance(value, (array.array, tuple)):
             value = list(value)
         values[name] = value
-    return apply_overrides(NodeConfig(), values)
+    return apply_overrides(schema(), values)
 
 
-def config_to_parameters(cfg: NodeConfig) -> list[Parameter]:
+def config_to_parameters(cfg: Any) -> list[Parameter]:
     """Every leaf of `cfg` as an rclpy Parameter (for Node(parameter_overrides=...))."""
     params = []
     for name, value, _ in iter_fields(cfg):

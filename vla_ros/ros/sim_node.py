@@ -17,7 +17,6 @@ import sys
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -27,9 +26,12 @@ from std_srvs.srv import Trigger
 from vla_ros.control.profiles import profile_limits
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.schema import ConfigError
-from vla_ros.sim.evaluate import sim_limits
+from vla_ros.msg import EndEffectorCommand
+from vla_ros.ros.params import declare_config_parameters, read_config_parameters
+from vla_ros.sim.config import SimConfig
+from vla_ros.sim.harness import sim_limits
 from vla_ros.sim.render import Renderer
-from vla_ros.sim.tasks import TASK_KINDS, Task, is_success, parse_instruction, sample_task
+from vla_ros.sim.tasks import Task, is_success, parse_instruction, sample_task
 from vla_ros.sim.world import TabletopWorld
 
 MAX_COMMAND_DT_S = 0.25  # a longer gap between commands counts as this much finger motion time
@@ -39,31 +41,12 @@ class SimNode(Node):
     """The simulator behind ROS topics; time is the node's clock."""
 
     def __init__(self, **kwargs) -> None:
+        """Declares the SimConfig parameters (read-only); raises ConfigError naming an invalid one."""
         super().__init__("vla_sim", **kwargs)
-        p = self._param
-        self.camera_topic = p("camera_topic", "camera/image_raw", "sensor_msgs/Image output (rgb8)")
-        self.pose_topic = p("pose_topic", "vla/ee_pose", "geometry_msgs/PoseStamped of the fingertip centre")
-        self.command_topic = p("command_topic", "vla/command", "commands to execute, one per tick")
-        self.command_type = p("command_type", "end_effector", "end_effector (EndEffectorCommand) | twist")
-        self.instruction_topic = p("instruction_topic", "vla/instruction",
-                                   "std_msgs/String; an instruction naming a scene object sets the task")
-        self.publish_instruction = p("publish_instruction", False,
-                                     "publish the new task's instruction on instruction_topic at reset")
-        self.camera_rate_hz = p("camera_rate_hz", 10.0, "camera frame rate [Hz]")
-        self.command_period_s = p("command_period_s", 0.1, "nominal tick of twist commands [s]")
-        self.frame_id = p("frame_id", "base", "frame of the pose and camera messages")
-        self.seed = p("seed", 0, "seed of the first scene; each reset uses the next")
-        self.task_kind = p("task_kind", "", "pick | move | empty = random at each reset")
-        profile = p("robot_profile", "",
-                    "robot safety profile name or file; empty = the simulator's limits (as config/demo.yaml)")
-        if self.command_type not in ("end_effector", "twist"):
-            raise ConfigError(f"parameter 'command_type' = {self.command_type!r}: "
-                              "must be end_effector or twist")
-        if self.task_kind not in ("", *TASK_KINDS):
-            raise ConfigError(f"parameter 'task_kind' = {self.task_kind!r}: must be '', pick or move")
-        if not (math.isfinite(self.camera_rate_hz) and 0.1 <= self.camera_rate_hz <= 100.0):
-            raise ConfigError(f"parameter 'camera_rate_hz' = {self.camera_rate_hz}: must be in [0.1, 100]")
-        self.limits: SafetyLimits = profile_limits(profile) if profile else sim_limits()
+        declare_config_parameters(self, SimConfig())
+        self.config = read_config_parameters(self, SimConfig)
+        cfg = self.config
+        self.limits: SafetyLimits = profile_limits(cfg.robot_profile) if cfg.robot_profile else sim_limits()
 
         self.world = TabletopWorld()
         self.renderer = Renderer()
@@ -77,37 +60,32 @@ class SimNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         # A reliable publisher serves both reliable and best-effort subscribers.
-        self.image_pub = self.create_publisher(Image, self.camera_topic, reliable)
-        self.pose_pub = self.create_publisher(PoseStamped, self.pose_topic, reliable)
+        self.image_pub = self.create_publisher(Image, cfg.camera_topic, reliable)
+        self.pose_pub = self.create_publisher(PoseStamped, cfg.pose_topic, reliable)
         self.success_pub = self.create_publisher(Bool, "sim/success", reliable)
         self.task_pub = self.create_publisher(String, "sim/task", latched)
-        self.instruction_pub = self.create_publisher(String, self.instruction_topic, reliable)
-        if self.command_type == "twist":
-            self.create_subscription(TwistStamped, self.command_topic, self._on_twist, reliable)
+        self.instruction_pub = self.create_publisher(String, cfg.instruction_topic, reliable)
+        if cfg.command_type == "twist":
+            self.create_subscription(TwistStamped, cfg.command_topic, self._on_twist, reliable)
         else:
-            from vla_ros.msg import EndEffectorCommand  # generated by the package's msg build
-
-            self.create_subscription(EndEffectorCommand, self.command_topic, self._on_command, reliable)
-        self.create_subscription(String, self.instruction_topic, self._on_instruction, reliable)
+            self.create_subscription(EndEffectorCommand, cfg.command_topic, self._on_command, reliable)
+        self.create_subscription(String, cfg.instruction_topic, self._on_instruction, reliable)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(1.0 / self.camera_rate_hz, self._on_camera_timer)
+        self.create_timer(1.0 / cfg.camera_rate_hz, self._on_camera_timer)
         self.reset_episode()
-
-    def _param(self, name: str, default, description: str):
-        return self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
 
     # ----------------------------------------------------------------------------- episodes
     def reset_episode(self) -> str:
         """New scene (next seed) and task; returns the instruction."""
-        seed = int(self.seed) + self.episodes
+        seed = self.config.seed + self.episodes
         self.episodes += 1
         self.world.reset(seed)
-        kind = self.task_kind or None
+        kind = self.config.task_kind or None
         self.task = sample_task(self.world.state, np.random.default_rng([seed, 7]), kind)
         self.episode_success = False
         self._last_command_time = None
         self.task_pub.publish(String(data=self.task.instruction))
-        if self.publish_instruction:
+        if self.config.publish_instruction:
             self.instruction_pub.publish(String(data=self.task.instruction))
         self._publish_pose()
         self.get_logger().info(f"episode {self.episodes} (seed {seed}): {self.task.instruction!r}")
@@ -135,10 +113,10 @@ class SimNode(Node):
         now = self._now()
         last, self._last_command_time = self._last_command_time, now
         if last is None:
-            return self.command_period_s
+            return self.config.command_period_s
         return min(max(now - last, 0.0), MAX_COMMAND_DT_S)
 
-    def _on_command(self, msg) -> None:
+    def _on_command(self, msg: EndEffectorCommand) -> None:
         translation = np.array([msg.translation.x, msg.translation.y, msg.translation.z])
         rotation = np.array([msg.rotation.x, msg.rotation.y, msg.rotation.z])
         if msg.hold:
@@ -149,8 +127,9 @@ class SimNode(Node):
     def _on_twist(self, msg: TwistStamped) -> None:
         dt = self._command_dt()
         linear, angular = msg.twist.linear, msg.twist.angular
-        translation = np.array([linear.x, linear.y, linear.z]) * self.command_period_s
-        rotation = np.array([angular.x, angular.y, angular.z]) * self.command_period_s
+        period = self.config.command_period_s
+        translation = np.array([linear.x, linear.y, linear.z]) * period
+        rotation = np.array([angular.x, angular.y, angular.z]) * period
         self.execute(translation, rotation, self.world.state.gripper_opening, dt)
 
     def execute(self, translation: np.ndarray, rotation: np.ndarray, gripper: float, dt: float) -> None:
@@ -170,13 +149,13 @@ class SimNode(Node):
     # ----------------------------------------------------------------------------- outputs
     def _update_success(self) -> None:
         if self.task is not None and not self.episode_success:
-            self.episode_success = is_success(self.task, self.world.state, self.world.config)
+            self.episode_success = is_success(self.task, self.world.state, self.world.spec)
 
     def _publish_pose(self) -> None:
         pose = self.world.pose(0.0)
         msg = PoseStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.frame_id
+        msg.header.frame_id = self.config.frame_id
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pose.position)
         o = msg.pose.orientation
         o.x, o.y, o.z, o.w = (float(v) for v in pose.orientation)

@@ -7,203 +7,39 @@ warm-up calls on the same image and instruction; the table gives median / p90 pe
 decode step, end to end (wall clock, and the calling thread's CPU time, which leaves out the time the
 process waited for a busy CPU), actions/s, load time and the process's peak RSS after each row's load (rows
 share the process, so the increase from row to row is what a row adds). Runs are interleaved
-round-robin across rows so that the machine's load changes hit every row alike. Rows:
-
-- any backend name `make_policy` knows ("torch"; "onnxruntime", "tensorrt" once they exist): VlaPolicy;
-- "torch-generate": the reference path, transformers `generate()` (greedy, 7 tokens, KV cache) on the
-  same spliced embeddings, with the same action-id restriction, preprocessing and detokenization.
-Extra rows register with `register_row(name, factory)`.
+round-robin across rows so that the machine's load changes hit every row alike. The rows are
+described in vla_ros.runtime.bench_rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from vla_ros.core.stats import distribution
 from vla_ros.core.types import Instruction, Observation
-
-
-@dataclass
-class BenchOptions:
-    """What every row is built from."""
-
-    checkpoint: str = ""
-    device: str = "cpu"
-    dtype: str = "fp32"
-    engine_dir: str = ""
-    unnorm_key: str = ""
-    resize: str = "auto"  # image resize method (vla_ros.model.preprocess.RESIZE_METHODS)
-
-
-@dataclass
-class RunResult:
-    """One predict: action ids, per-stage seconds, per-decode-step seconds, end-to-end seconds."""
-
-    tokens: list[int]
-    stages: dict[str, float]
-    steps: list[float]
-    total: float
-    actions: list[float] = field(default_factory=list)
-    cpu_total: float = 0.0  # CPU seconds of the calling thread: the work, without time preempted
-
-
-class Runner:
-    """A bench row: `run(rgb, text)` -> RunResult; `describe()` for the table header."""
-
-    def run(self, rgb: np.ndarray, text: str) -> RunResult:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
-class PolicyRunner(Runner):
-    """Any VlaPolicy (torch, and the ONNX Runtime / TensorRT backends of the same protocol)."""
-
-    def __init__(self, policy) -> None:
-        self.policy = policy
-
-    def run(self, rgb: np.ndarray, text: str) -> RunResult:
-        c0, t0 = time.thread_time(), time.perf_counter()
-        chunk = self.policy.predict(Observation(rgb=rgb, stamp=0.0), Instruction(text=text, stamp=0.0))
-        total, cpu = time.perf_counter() - t0, time.thread_time() - c0
-        return RunResult(tokens=[int(t) for t in self.policy.last_tokens], stages=dict(chunk.timings),
-                         steps=list(self.policy.last_step_times), total=total,
-                         actions=chunk.actions[0].tolist(), cpu_total=cpu)
-
-    def describe(self) -> str:
-        return self.policy.describe()
-
-
-class GenerateRunner(Runner):
-    """The reference: transformers `generate()` on [BOS, patches, prompt] embeddings, greedy, 7 tokens.
-
-    Same preprocessing, vision modules, action-id restriction and detokenization as the policy; the
-    LLM runs through transformers' own generation loop, KV cache and model forward.
-    """
-
-    def __init__(self, opts: BenchOptions) -> None:
-        import torch
-        from transformers import LogitsProcessor, LogitsProcessorList
-
-        from vla_ros.model.loader import load_vla
-        from vla_ros.model.normalization import action_stats
-        from vla_ros.model.preprocess import ImagePreprocessor
-        from vla_ros.runtime.factory import resolve_checkpoint
-
-        self.torch = torch
-        loaded = load_vla(resolve_checkpoint(opts.checkpoint), dtype=opts.dtype, device=opts.device,
-                          resize=opts.resize)
-        self.loaded = loaded
-        self.model = loaded.model
-        self.preprocessor = ImagePreprocessor(loaded.preprocess)
-        self.stats = action_stats(loaded.norm_stats, opts.unnorm_key or None)
-        self.n_actions = self.stats.dim
-        act = loaded.action_tokenizer
-        stamps: list[float] = []
-        self.stamps = stamps
-
-        class RestrictToActions(LogitsProcessor):
-            """Only action ids may win (as in the policy); records when each step's logits are ready."""
-
-            def __call__(self, input_ids, scores):
-                stamps.append(time.perf_counter())
-                masked = torch.full_like(scores, float("-inf"))
-                masked[:, act.first_id:act.vocab_end] = scores[:, act.first_id:act.vocab_end]
-                return masked
-
-        self.processors = LogitsProcessorList([RestrictToActions()])
-        param = next(self.model.parameters())
-        self.dtype, self.device = param.dtype, param.device
-
-    def describe(self) -> str:
-        return f"transformers generate() {self.device.type} {str(self.dtype).replace('torch.', '')}"
-
-    def run(self, rgb: np.ndarray, text: str) -> RunResult:
-        from vla_ros.model.normalization import unnormalize
-
-        torch = self.torch
-        n = self.n_actions
-        c0, t0 = time.thread_time(), time.perf_counter()
-        pixels = self.preprocessor(rgb)
-        ids = torch.tensor([self.loaded.family.prompt_ids(self.loaded.tokenizer, text)], device=self.device)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            patches = self.model.patch_embeddings(torch.from_numpy(pixels).to(self.device, self.dtype))
-            t2 = time.perf_counter()
-            embeds = self.model.splice(self.model.language_model.get_input_embeddings()(ids), patches)
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-            self.stamps.clear()
-            out = self.model.language_model.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, num_beams=1, logits_processor=self.processors, use_cache=True,
-                pad_token_id=self.loaded.config.pad_token_id)
-        t4 = time.perf_counter()
-        tokens = out[0, -n:].cpu().numpy()
-        actions = unnormalize(self.loaded.action_tokenizer.decode(tokens), self.stats)
-        t5, c5 = time.perf_counter(), time.thread_time()
-        stamps = [t2, *self.stamps]
-        steps = [b - a for a, b in zip(stamps[1:-1], stamps[2:])]
-        stages = {"preprocess": t1 - t0, "vision": t2 - t1, "prefill": stamps[1] - t2,
-                  "decode": t4 - stamps[1], "detokenize": t5 - t4}
-        return RunResult(tokens=[int(t) for t in tokens], stages=stages, steps=steps, total=t5 - t0,
-                         actions=actions.tolist(), cpu_total=c5 - c0)
-
-
-RowFactory = Callable[[BenchOptions], Runner]
-
-
-class RowUnavailableError(RuntimeError):
-    """A row that cannot run on this machine (tensorrt without a GPU); the table says why."""
-
-
-def _exported_row(module: str) -> RowFactory:
-    """A row whose module has `bench_row(opts) -> Runner` (imported only when the row is asked for)."""
-    return lambda opts: importlib.import_module(module).bench_row(opts)
-
-
-ROWS: dict[str, RowFactory] = {"torch-generate": GenerateRunner,
-                               "onnxruntime": _exported_row("vla_ros.runtime.ort_backend"),
-                               "tensorrt": _exported_row("vla_ros.runtime.trt_backend")}
-
-
-def register_row(name: str, factory: RowFactory) -> None:
-    """Add a bench row that is not a plain `make_policy` backend."""
-    ROWS[name] = factory
-
-
-def make_runner(name: str, opts: BenchOptions) -> Runner:
-    """The row `name`: a registered factory, else VlaPolicy from make_policy(backend=name)."""
-    if name in ROWS:
-        return ROWS[name](opts)
-    from vla_ros.core.config import PolicyConfig
-    from vla_ros.runtime.factory import make_policy
-
-    cfg = PolicyConfig(checkpoint=opts.checkpoint, backend=name, device=opts.device, dtype=opts.dtype,
-                       engine_dir=opts.engine_dir, unnorm_key=opts.unnorm_key)
-    policy = make_policy(cfg)
-    preprocessor = getattr(policy, "preprocessor", None)
-    if preprocessor is not None and opts.resize != preprocessor.cfg.resize:
-        from vla_ros.model.preprocess import ImagePreprocessor
-
-        policy.preprocessor = ImagePreprocessor(replace(preprocessor.cfg, resize=opts.resize))
-    return PolicyRunner(policy)
+from vla_ros.model.loader import load_vla
+from vla_ros.model.preprocess import RESIZE_METHODS, ImagePreprocessor
+from vla_ros.runtime.bench_rows import BenchOptions, RowUnavailableError, Runner, RunResult, make_runner
+from vla_ros.runtime.factory import resolve_checkpoint
+from vla_ros.runtime.policy import VlaPolicy
+from vla_ros.runtime.predict_cli import read_rgb
+from vla_ros.runtime.torch_backend import TorchBackend
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    """Median and p90 in milliseconds."""
-    a = np.asarray(values, dtype=np.float64) * 1e3
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90))}
+    """Median and p90 in milliseconds of durations in seconds."""
+    d = distribution(np.asarray(values, dtype=np.float64) * 1e3)
+    return {"median_ms": d["p50"], "p90_ms": d["p90"]}
 
 
 def rss_mb() -> tuple[float, float]:
@@ -288,8 +124,6 @@ def format_table(result: dict) -> str:
 def run_bench(opts: BenchOptions, backends: list[str], runs: int, warmup: int, rgb: np.ndarray,
               text: str, log=print) -> dict:
     """All rows in one process; returns the JSON-ready result."""
-    import torch
-
     result: dict = {"checkpoint": opts.checkpoint or "(embedded demo)", "device": opts.device,
                     "resize": opts.resize,
                     "dtype": opts.dtype, "runs": runs, "warmup": warmup, "instruction": text,
@@ -344,13 +178,7 @@ def resize_check(opts: BenchOptions, images: list[np.ndarray], text: str) -> dic
     The reference is the checkpoint's own pipeline fed with PIL-resized images (what OpenVLA's
     processor does). Needs Pillow, for this comparison only.
     """
-    from PIL import Image
-
-    from vla_ros.model.loader import load_vla
-    from vla_ros.model.preprocess import RESIZE_METHODS, ImagePreprocessor
-    from vla_ros.runtime.factory import resolve_checkpoint
-    from vla_ros.runtime.policy import VlaPolicy
-    from vla_ros.runtime.torch_backend import TorchBackend
+    from PIL import Image  # lazy: Pillow is optional, only this comparison needs it
 
     loaded = load_vla(resolve_checkpoint(opts.checkpoint), dtype=opts.dtype, device=opts.device)
     policy = VlaPolicy.from_loaded(loaded, TorchBackend(loaded.model), opts.unnorm_key)
@@ -426,18 +254,11 @@ def main(argv: list[str]) -> int:
     if args.runs < 1 or args.warmup < 0:
         print("vla-ros bench: --runs must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    import torch
-
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     try:
-        if args.image:
-            from vla_ros.runtime.predict_cli import read_rgb
-
-            rgb = read_rgb(args.image)
-        else:
-            rgb = synthetic_image()
+        rgb = read_rgb(args.image) if args.image else synthetic_image()
         opts = BenchOptions(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
                             engine_dir=args.engine_dir, unnorm_key=args.unnorm_key, resize=args.resize)
         if args.resize_check > 0:

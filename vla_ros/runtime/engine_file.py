@@ -174,7 +174,7 @@ def check_compatible(header: EngineHeader, running: RuntimeIdentity, path: str |
 def current_gpu() -> tuple[str, str]:
     """(GPU name, compute capability "major.minor") of CUDA device 0, or NO_GPU twice."""
     try:
-        import torch
+        import torch  # lazy: optional here (building with TensorRT-RTX needs no torch and no GPU)
 
         if torch.cuda.is_available():
             major, minor = torch.cuda.get_device_capability(0)

@@ -12,7 +12,7 @@ TensorRT optimization profiles, opset, checkpoint hash and tool versions.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import importlib.metadata as md
 import json
 import sys
 import time
@@ -22,8 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "manifest.json"
-FORMAT = "vla_ros-onnx"
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+from vla_ros.model.loader import load_vla
+from vla_ros.model.spec import CheckpointError
+from vla_ros.model.stages import DecodeStage, EmbedStage, PrefillStage, VisionStage, kv_names
+from vla_ros.runtime.graph_dir import FORMAT, MANIFEST, sha256_files
+
 FORMAT_VERSION = 1
 GRAPHS = ("vision", "embed", "prefill", "decode")
 MIN_OPSET, MAX_OPSET = 18, 20  # torch.export's exporter starts at 18; TensorRT 10.0-10.13 parse <= 20
@@ -38,17 +45,6 @@ class ExportError(RuntimeError):
     """The checkpoint could not be exported (the message says which graph and why)."""
 
 
-def sha256_files(paths: Sequence[Path]) -> str:
-    """One SHA-256 over the names and contents of several files (in the given order)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_files(checkpoint: Path) -> list[Path]:
     """The files that define a checkpoint's behaviour: config, weights, tokenizer, preprocessing."""
     names = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer.model",
@@ -59,8 +55,6 @@ def checkpoint_files(checkpoint: Path) -> list[Path]:
 
 def graph_files(onnx_path: Path) -> list[Path]:
     """An ONNX file and its external-data file(s) (`<name>.data` as torch writes it)."""
-    import onnx
-
     model = onnx.load(str(onnx_path), load_external_data=False)
     locations = set()
     for init in model.graph.initializer:
@@ -70,8 +64,6 @@ def graph_files(onnx_path: Path) -> list[Path]:
 
 
 def _dtype_name(elem_type: int) -> str:
-    import onnx
-
     return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
 
 
@@ -92,9 +84,6 @@ def keep_fp32(model: Any, op_types: Sequence[str] = FP32_OPS) -> int:
     Inputs are cast to float32 and each output back to its original type; types come from the
     graph's value_info (torch writes it for every value).
     """
-    import onnx
-    from onnx import TensorProto, helper
-
     graph = model.graph
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*graph.value_info, *graph.input, *graph.output]}
@@ -127,8 +116,6 @@ def keep_fp32(model: Any, op_types: Sequence[str] = FP32_OPS) -> int:
 
 def fp16_compute_nodes(model: Any, op_types: Sequence[str] = FP32_OPS) -> list[str]:
     """Names of `op_types` nodes whose first input is float16 (empty when all run in fp32)."""
-    import onnx
-
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
@@ -139,8 +126,6 @@ def fp16_compute_nodes(model: Any, op_types: Sequence[str] = FP32_OPS) -> list[s
 
 def tool_versions() -> dict[str, str]:
     """Versions of the libraries that shape the graphs."""
-    import importlib.metadata as md
-
     out = {}
     for dist in ("torch", "onnx", "onnxscript", "transformers", "timm", "onnxruntime", "vla_ros"):
         try:
@@ -152,8 +137,6 @@ def tool_versions() -> dict[str, str]:
 
 def _export_one(module: Any, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                 dynamic_shapes: Any, opset: int) -> None:
-    import torch
-
     path.unlink(missing_ok=True)
     Path(str(path) + ".data").unlink(missing_ok=True)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -165,8 +148,6 @@ def _export_one(module: Any, args: tuple, path: Path, input_names: list[str], ou
 
 def _finish_graph(path: Path, dtype: str) -> tuple[dict[str, Any], int]:
     """fp32 islands (fp16), save, onnx.checker; returns (inputs/outputs, islands added)."""
-    import onnx
-
     model = onnx.load(str(path), load_external_data=False)
     islands = 0
     if dtype == "fp16":
@@ -195,7 +176,6 @@ def _profiles(graph: str, model: Any, patches: int, hidden: int, max_text: int) 
         return {"inputs_embeds": {"min": [1, 2, hidden], "opt": [1, seq_opt, hidden],
                                   "max": [1, seq_max, hidden]}}
     if graph == "decode":
-        from vla_ros.model.stages import kv_names
 
         past = {"min": kv_shape(1), "opt": kv_shape(seq_opt + N_ACTIONS // 2),
                 "max": kv_shape(seq_max + N_ACTIONS)}
@@ -223,11 +203,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
 
     `loaded` (a LoadedVla of the same checkpoint, in `dtype`, on the CPU) skips loading it again.
     """
-    import torch
-
-    from vla_ros.model.loader import load_vla
-    from vla_ros.model.stages import DecodeStage, EmbedStage, PrefillStage, VisionStage, kv_names
-
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"--dtype must be fp32 or fp16, got {dtype!r}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -320,8 +295,6 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-text-tokens", type=int, default=DEFAULT_MAX_TEXT_TOKENS,
                     help="longest prompt in tokens that the TensorRT profiles cover")
     args = ap.parse_args(argv)
-    from vla_ros.model.spec import CheckpointError
-
     try:
         export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.opset,
                           [g for g in args.graphs.split(",") if g], args.max_text_tokens)

@@ -1,19 +1,25 @@
-"""make_policy: the Policy a PolicyConfig asks for (backend, checkpoint, dtype, statistics, gripper).
+"""make_policy: the Policy a PolicyConfig asks for (backend, checkpoint, dtype, statistics, gripper),
+and start_worker: that policy running in an inference worker (thread or child process).
 
 Backends are looked up in `BACKEND_MODULES`: a module with `build_policy(cfg, checkpoint) -> Policy`,
 imported on demand (so torch is not imported for ONNX Runtime and vice versa). Adding a backend is
-one line here plus its module; a listed module that does not exist yet means "not implemented yet".
+one line here plus its module.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from vla_ros.core.config import PolicyConfig
 from vla_ros.core.types import Policy
 from vla_ros.model.normalization import GripperOptions
 from vla_ros.model.spec import CheckpointError
+from vla_ros.runtime.policy import VlaPolicy
+from vla_ros.runtime.process_worker import ProcessInferenceWorker
+from vla_ros.runtime.worker import ChunkCallback, FaultCallback, InferenceWorker
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "demo_vla"
 
@@ -48,11 +54,10 @@ def gripper_options(cfg: PolicyConfig) -> GripperOptions:
 
 def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
     """The torch backend's builder: load the checkpoint and wrap it in a VlaPolicy."""
-    import torch
+    import torch  # lazy: torch only for this backend
 
-    from vla_ros.model.loader import load_vla
-    from vla_ros.runtime.policy import VlaPolicy
-    from vla_ros.runtime.torch_backend import TorchBackend
+    from vla_ros.model.loader import load_vla  # lazy: imports torch
+    from vla_ros.runtime.torch_backend import TorchBackend  # lazy: imports torch
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -61,7 +66,7 @@ def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
 
 
 def make_policy(cfg: PolicyConfig) -> Policy:
-    """Build the configured policy; clear errors for unknown or not yet available backends."""
+    """Build the configured policy (warmed up); clear errors for unknown or unavailable backends."""
     module_name = BACKEND_MODULES.get(cfg.backend)
     if module_name is None:
         raise BackendUnavailableError(f"unknown backend {cfg.backend!r}; known: {sorted(BACKEND_MODULES)}")
@@ -69,17 +74,31 @@ def make_policy(cfg: PolicyConfig) -> Policy:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise BackendUnavailableError(f"backend {cfg.backend!r} needs a package that is not installed: "
-                                          f"{exc.name}") from exc
-        raise BackendUnavailableError(f"backend {cfg.backend!r} is not implemented yet in this version "
-                                      f"(ONNX Runtime / TensorRT arrive with the export work); use "
-                                      f"backend 'torch'") from exc
-    builder = getattr(module, "build_policy", None)
-    if builder is None:
-        raise BackendUnavailableError(f"backend module {module_name} has no build_policy(cfg, checkpoint)")
-    policy = builder(cfg, checkpoint)
+        raise BackendUnavailableError(f"backend {cfg.backend!r} needs a package that is not installed: "
+                                      f"{exc.name}") from exc
+    policy = module.build_policy(cfg, checkpoint)
     warmup = getattr(policy, "warmup", None)
     if cfg.warmup_runs > 0 and callable(warmup):
         warmup(cfg.warmup_runs)
     return policy
+
+
+def start_worker(cfg: PolicyConfig, on_chunk: ChunkCallback, on_fault: FaultCallback, *,
+                 in_process: bool = False, policy: Policy | None = None,
+                 policy_factory: Callable[[], Policy] | None = None, nice: int = 0) -> InferenceWorker:
+    """The started inference worker for `cfg`; raises with the reason when the policy cannot be built.
+
+    `policy`: a ready policy object, always run in a thread. Otherwise the policy comes from
+    `policy_factory` (picklable) or make_policy(cfg), in a child process when `in_process`.
+    `nice` (> 0) lowers the priority of the inference thread / process.
+    """
+    if policy is None and in_process:
+        factory = policy_factory or functools.partial(make_policy, cfg)
+        worker: InferenceWorker = ProcessInferenceWorker(factory, on_chunk, on_fault, cfg.max_inference_s,
+                                                         nice=nice)
+    else:
+        if policy is None:
+            policy = policy_factory() if policy_factory is not None else make_policy(cfg)
+        worker = InferenceWorker(policy, on_chunk, on_fault, cfg.max_inference_s, nice=nice)
+    worker.start()
+    return worker

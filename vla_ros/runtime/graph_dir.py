@@ -7,13 +7,35 @@ statistics still come from the checkpoint directory; its weights are not loaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from vla_ros.core.config import PolicyConfig
+from vla_ros.model.families import resolve_family
+from vla_ros.model.normalization import action_stats
+from vla_ros.model.preprocess import ImagePreprocessor
+from vla_ros.model.spec import VlaSpec
+from vla_ros.model.tokenizer import TextTokenizer
+from vla_ros.runtime.factory import gripper_options
+from vla_ros.runtime.policy import VlaPolicy
 
 MANIFEST = "manifest.json"
 FORMAT = "vla_ros-onnx"
 REQUIRED_GRAPHS = ("vision", "embed", "prefill", "decode")
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """One SHA-256 over the names and contents of several files (in the given order)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class GraphDirError(RuntimeError):
@@ -42,8 +64,6 @@ def read_manifest(graph_dir: str | Path) -> dict[str, Any]:
 
 def check_same_checkpoint(manifest: dict[str, Any], checkpoint: str | Path, graph_dir: str | Path) -> None:
     """Refuse graphs exported from another checkpoint (compares config.json's SHA-256)."""
-    from vla_ros.runtime.export import sha256_files
-
     config = Path(checkpoint) / "config.json"
     if config.is_file() and sha256_files([config]) != manifest.get("config_sha256"):
         raise GraphDirError(f"{graph_dir} was exported from {manifest.get('checkpoint')}, whose config.json "
@@ -57,22 +77,23 @@ def check_dtype(manifest: dict[str, Any], dtype: str, graph_dir: str | Path) -> 
                             f"set policy.dtype to {manifest.get('dtype')} or export with --dtype {dtype}")
 
 
-def policy_for(checkpoint: str | Path, backend: Any, cfg: Any) -> Any:
+def checked_manifest(cfg: PolicyConfig, checkpoint: str | Path) -> dict[str, Any]:
+    """The manifest of cfg.engine_dir, refused when it is from another checkpoint or in another dtype."""
+    manifest = read_manifest(cfg.engine_dir)
+    check_same_checkpoint(manifest, checkpoint, cfg.engine_dir)
+    check_dtype(manifest, cfg.dtype, cfg.engine_dir)
+    return manifest
+
+
+def policy_for(checkpoint: str | Path, backend: Any, cfg: PolicyConfig) -> VlaPolicy:
     """A VlaPolicy over `backend` with the checkpoint's tokenizer, preprocessing and statistics."""
-    from vla_ros.model.families import resolve_family
-    from vla_ros.model.loader import read_norm_stats, read_preprocess
-    from vla_ros.model.normalization import GripperOptions, action_stats
-    from vla_ros.model.preprocess import ImagePreprocessor
-    from vla_ros.model.spec import VlaSpec
-    from vla_ros.model.tokenizer import TextTokenizer
-    from vla_ros.runtime.policy import VlaPolicy
+    from vla_ros.model.loader import read_norm_stats, read_preprocess  # lazy: model.loader imports torch
 
     path = Path(checkpoint)
-    vla_cfg = VlaSpec.from_dir(path)
-    family = resolve_family(vla_cfg, None)
+    spec = VlaSpec.from_dir(path)
+    family = resolve_family(spec, None)
     tokenizer = TextTokenizer(path)
-    stats = action_stats(read_norm_stats(path, vla_cfg), cfg.unnorm_key or None)
-    gripper = GripperOptions(binarize=cfg.gripper_binarize, invert=cfg.gripper_invert)
-    return VlaPolicy(backend, tokenizer, family, family.action_tokenizer(vla_cfg, tokenizer),
-                     ImagePreprocessor(read_preprocess(path, vla_cfg, cfg.center_crop)), stats, gripper,
-                     label=f"{family.name} {path.name} [{stats.key}]")
+    stats = action_stats(read_norm_stats(path, spec), cfg.unnorm_key or None)
+    return VlaPolicy(backend, tokenizer, family, family.action_tokenizer(spec, tokenizer),
+                     ImagePreprocessor(read_preprocess(path, spec, cfg.center_crop)), stats,
+                     gripper_options(cfg), label=f"{family.name} {path.name} [{stats.key}]")

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from vla_ros.runtime.graph_dir import check_dtype, check_same_checkpoint, policy_for, read_manifest
+from vla_ros.core.config import PolicyConfig
+from vla_ros.core.types import Policy
+from vla_ros.runtime.graph_dir import checked_manifest, policy_for, read_manifest
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 FALLBACK = {"tensorrt": ["tensorrt", "cuda", "cpu"], "cuda": ["cuda", "cpu"], "cpu": ["cpu"]}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
-NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +91,7 @@ class OrtGraph:
     """One ONNX graph in an InferenceSession, with the provider that really runs it."""
 
     def __init__(self, path: Path, opts: OrtOptions, profiles: dict[str, dict] | None = None) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: optional, and only the onnxruntime backend needs it
 
         self.path = path
         available = set(ort.get_available_providers())
@@ -144,7 +145,7 @@ class OrtBackend:
 
     def __init__(self, graph_dir: str | Path, options: OrtOptions | None = None) -> None:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401  (lazy: optional; checked here for a clear error)
         except ImportError as exc:
             raise OrtBackendError("the onnxruntime backend needs `pip install onnxruntime` "
                                   "(or onnxruntime-gpu)") from exc
@@ -219,29 +220,9 @@ def _length(kv: Any) -> int:
     return int(shape[2])
 
 
-def build_policy(cfg: Any, checkpoint: Path) -> Any:
+def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
     """factory.make_policy's builder for backend "onnxruntime" (graphs from policy.engine_dir)."""
-    manifest = read_manifest(cfg.engine_dir)
-    check_same_checkpoint(manifest, checkpoint, cfg.engine_dir)
-    check_dtype(manifest, cfg.dtype, cfg.engine_dir)
+    checked_manifest(cfg, checkpoint)
     provider = os.environ.get("VLA_ROS_ORT_PROVIDER") or ("cuda" if cfg.device == "cuda" else "cpu")
-    options = OrtOptions(provider=provider, threads=max(0, int(getattr(cfg, "threads", 0))))
+    options = OrtOptions(provider=provider, threads=max(0, cfg.threads))
     return policy_for(checkpoint, OrtBackend(cfg.engine_dir, options), cfg)
-
-
-def bench_row(opts: Any) -> Any:
-    """`vla-ros bench` row "onnxruntime": the policy over opts.engine_dir, with as many threads as torch."""
-    import torch
-
-    from vla_ros.core.config import PolicyConfig
-    from vla_ros.runtime.bench import PolicyRunner
-    from vla_ros.runtime.factory import resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(opts.checkpoint)
-    cfg = PolicyConfig(checkpoint=str(checkpoint), backend="onnxruntime", engine_dir=opts.engine_dir,
-                       device=opts.device, dtype=opts.dtype, unnorm_key=opts.unnorm_key)
-    manifest = read_manifest(cfg.engine_dir)
-    check_same_checkpoint(manifest, checkpoint, cfg.engine_dir)
-    check_dtype(manifest, cfg.dtype, cfg.engine_dir)
-    options = OrtOptions(provider="cuda" if opts.device == "cuda" else "cpu", threads=torch.get_num_threads())
-    return PolicyRunner(policy_for(checkpoint, OrtBackend(cfg.engine_dir, options), cfg))

@@ -6,15 +6,19 @@ import argparse
 import json
 import sys
 
+import cv2
 import numpy as np
+
+from vla_ros.core.config import PolicyConfig
+from vla_ros.core.schema import validate
+from vla_ros.core.types import Instruction, Observation
+from vla_ros.runtime.factory import make_policy
 
 ACTION_NAMES = ("dx_m", "dy_m", "dz_m", "droll_rad", "dpitch_rad", "dyaw_rad", "gripper")
 
 
 def read_rgb(path: str) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3] (OpenCV decode; raises ValueError when unreadable)."""
-    import cv2
-
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -47,13 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from vla_ros.core.config import PolicyConfig
-    from vla_ros.core.schema import validate
-    from vla_ros.core.types import Instruction, Observation
-    from vla_ros.runtime.factory import make_policy
-
     if args.threads > 0 and args.backend == "torch":
-        import torch
+        import torch  # lazy: only the torch backend needs it
 
         torch.set_num_threads(args.threads)
     try:

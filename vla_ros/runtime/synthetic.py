@@ -60,12 +60,8 @@ class SyntheticPolicy:
         return f"synthetic test double ({self.busy} {self.latency_s * 1e3:.0f} ms, mode {self.mode})"
 
     def release(self) -> None:
-        """End a running hang (and let future "hang" calls return immediately until re-armed)."""
+        """End a running hang (and let every later "hang" call return at once)."""
         self._release.set()
-
-    def rearm_hang(self) -> None:
-        """Make "hang" calls block again after a release()."""
-        self._release.clear()
 
     def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
         """Work for `latency_s`, then return actions along the instruction's direction."""

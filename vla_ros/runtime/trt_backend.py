@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from vla_ros.core.config import PolicyConfig
+from vla_ros.core.types import Policy
 from vla_ros.runtime.engine_file import (
     REBUILD,
     EngineFileError,
@@ -38,8 +41,8 @@ from vla_ros.runtime.engine_file import (
     load_engine,
     read_engine,
 )
-from vla_ros.runtime.graph_dir import check_dtype, check_same_checkpoint, policy_for, read_manifest
-from vla_ros.runtime.trt_build import engine_name, import_tensorrt
+from vla_ros.runtime.graph_dir import checked_manifest, policy_for, read_manifest
+from vla_ros.runtime.trt_build import BuildError, engine_name, import_tensorrt
 
 log = logging.getLogger(__name__)
 GRAPHS = ("vision", "embed", "prefill", "decode")
@@ -51,8 +54,6 @@ class TrtBackendError(RuntimeError):
 
 def torch_dtype(trt_dtype: Any) -> Any:
     """torch dtype of a TensorRT DataType (by name, so it works for every TensorRT flavour)."""
-    import torch
-
     table = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
              "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
     name = getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1]
@@ -81,8 +82,6 @@ class TrtEngine:
     def bind(self, context: Any, inputs: dict[str, Any], outputs: dict[str, Any] | None = None
              ) -> dict[str, Any]:
         """Set input shapes and addresses; bind `outputs` where given, else allocate. Returns all outputs."""
-        import torch
-
         for name in self.inputs:
             t = inputs[name]
             if t.dtype != self.dtypes[name] or not t.is_cuda or not t.is_contiguous():
@@ -149,8 +148,6 @@ class TrtBackend:
         self.trt_version = str(trt.__version__)
         paths = {g: self.engine_dir / engine_name(g) for g in GRAPHS}
         self._validate_files(paths)  # header, SHA-256, version, GPU, export: before any deserialize
-        import torch
-
         if not torch.cuda.is_available():
             raise TrtBackendError("the tensorrt backend needs a CUDA GPU (torch.cuda.is_available() is "
                                   "False); use backend onnxruntime or torch on this machine")
@@ -193,8 +190,6 @@ class TrtBackend:
 
     # -- stages ------------------------------------------------------------------------------------
     def _to_device(self, array: np.ndarray, dtype: Any) -> Any:
-        import torch
-
         return torch.from_numpy(np.ascontiguousarray(array)).to("cuda").to(dtype).contiguous()
 
     @staticmethod
@@ -210,8 +205,6 @@ class TrtBackend:
 
     def vision(self, pixel_values: np.ndarray) -> np.ndarray:
         """[1, 3 * n_towers, S, S] f32 -> [1, P, D] f32."""
-        import torch
-
         with torch.cuda.stream(self.stream):
             dtype = self.engines["vision"].dtypes["pixel_values"]
             out = self._run("vision", {"pixel_values": self._to_device(pixel_values, dtype)})
@@ -219,8 +212,6 @@ class TrtBackend:
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
         """[1, T] int64 -> [1, T, D] f32."""
-        import torch
-
         ids_dtype = self.engines["embed"].dtypes["token_ids"]
         with torch.cuda.stream(self.stream):
             out = self._run("embed", {"token_ids": self._to_device(token_ids.astype(np.int64), ids_dtype)})
@@ -228,8 +219,6 @@ class TrtBackend:
 
     def prefill(self, inputs_embeds: np.ndarray) -> tuple[np.ndarray, TrtKv]:
         """[1, L, D] -> (logits [1, V] f32, K/V of length L in pool[L])."""
-        import torch
-
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1:
             raise ValueError(f"prefill takes [1, L, D] embeddings, got {inputs_embeds.shape}")
         length = int(inputs_embeds.shape[1])
@@ -243,8 +232,6 @@ class TrtBackend:
 
     def decode(self, token_ids: np.ndarray, state: TrtKv) -> tuple[np.ndarray, TrtKv]:
         """One token [1, 1] + K/V of length P -> (logits [1, V] f32, K/V of length P + 1)."""
-        import torch
-
         past = state.length
         if past + 1 > self.max_positions:
             raise ValueError(f"decoding past {self.max_positions} positions")
@@ -262,8 +249,6 @@ class TrtBackend:
     # -- CUDA graphs -------------------------------------------------------------------------------
     def _pool_buffers(self, length: int) -> list[Any]:
         """The K/V buffers of one sequence length (allocated once; the pool is reset when full)."""
-        import torch
-
         if length not in self.pool.buffers:
             if len(self.pool.buffers) >= self.max_pool_lengths:
                 self.stream.synchronize()
@@ -277,8 +262,6 @@ class TrtBackend:
 
     def _decode_graphed(self, state: TrtKv) -> list[Any]:
         """Decode through the graph of this past length: capture after the first plain run, then replay."""
-        import torch
-
         past = state.length
         engine = self.engines["decode"]
         pool_in = self._pool_buffers(past)
@@ -311,28 +294,18 @@ class TrtBackend:
         return pool_out
 
 
-def build_policy(cfg: Any, checkpoint: Path) -> Any:
+def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
     """factory.make_policy's builder for backend "tensorrt" (engines and manifest in policy.engine_dir)."""
-    manifest = read_manifest(cfg.engine_dir)
-    check_same_checkpoint(manifest, checkpoint, cfg.engine_dir)
-    check_dtype(manifest, cfg.dtype, cfg.engine_dir)
+    checked_manifest(cfg, checkpoint)
     return policy_for(checkpoint, TrtBackend(cfg.engine_dir), cfg)
 
 
-def bench_row(opts: Any) -> Any:
-    """`vla-ros bench` row "tensorrt"; skipped (with the reason) where no GPU or no TensorRT is present."""
-    import torch
-
-    from vla_ros.core.config import PolicyConfig
-    from vla_ros.runtime.bench import PolicyRunner, RowUnavailableError
-    from vla_ros.runtime.factory import resolve_checkpoint
-
+def unavailable_reason() -> str | None:
+    """Why this backend cannot run on this machine (no CUDA GPU, no TensorRT), or None."""
     if not torch.cuda.is_available():
-        raise RowUnavailableError("needs a CUDA GPU (torch.cuda.is_available() is False)")
+        return "needs a CUDA GPU (torch.cuda.is_available() is False)"
     try:
         import_tensorrt()
-    except RuntimeError as exc:
-        raise RowUnavailableError(str(exc)) from exc
-    cfg = PolicyConfig(checkpoint=opts.checkpoint, backend="tensorrt", engine_dir=opts.engine_dir,
-                       device="cuda", dtype=opts.dtype, unnorm_key=opts.unnorm_key)
-    return PolicyRunner(build_policy(cfg, resolve_checkpoint(opts.checkpoint)))
+    except BuildError as exc:
+        return str(exc)
+    return None

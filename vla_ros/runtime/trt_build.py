@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from vla_ros.runtime.engine_file import NO_GPU, EngineHeader, current_gpu, sha256_file, write_engine
+from vla_ros.runtime.graph_dir import MANIFEST
 
-MANIFEST = "manifest.json"
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 Shape = Sequence[int]
 Profiles = Mapping[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)

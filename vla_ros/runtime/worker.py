@@ -4,10 +4,7 @@ The mailbox holds one (observation, instruction) pair; a newer submit replaces a
 has not started, so no queue grows while the model is slower than the camera. A call that raises,
 returns an invalid chunk (vla_ros.core.types.validate_chunk) or runs longer than `max_inference_s`
 reports a fault; the first call that succeeds in time afterwards reports the recovery.
-
-ProcessInferenceWorker has the same interface but runs the policy in a child process: the caller's
-threads (the ROS control timer) never wait for the policy's GIL, and a hung policy is killed and
-rebuilt instead of abandoned.
+vla_ros.runtime.process_worker runs the same loop with the policy in a child process.
 """
 
 from __future__ import annotations
@@ -21,10 +18,15 @@ from dataclasses import dataclass
 
 from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
 
+CallResult = tuple[ActionChunk | None, str | None]  # (chunk, None) or (None, why it failed)
 
-def check_policy_output(chunk: object, observation: Observation, instruction: Instruction
-                        ) -> tuple[ActionChunk | None, str | None]:
-    """(chunk, None) for a valid chunk, stamped with the call's inputs; (None, reason) otherwise."""
+
+def run_policy(policy: Policy, observation: Observation, instruction: Instruction) -> CallResult:
+    """One policy call, checked: (chunk stamped with the call's inputs, None) or (None, reason)."""
+    try:
+        chunk = policy.predict(observation, instruction)
+    except Exception as exc:  # the policy is foreign code: every failure becomes a fault
+        return None, f"policy raised {type(exc).__name__}: {exc}"
     if not isinstance(chunk, ActionChunk):
         return None, f"policy returned {type(chunk).__name__}, not an ActionChunk"
     reason = validate_chunk(chunk)
@@ -34,20 +36,6 @@ def check_policy_output(chunk: object, observation: Observation, instruction: In
         # The chunk belongs to the call's inputs whatever the policy filled in.
         chunk = dataclasses.replace(chunk, instruction=instruction.text, stamp=observation.stamp)
     return chunk, None
-
-
-def run_policy(policy: Policy, observation: Observation, instruction: Instruction
-               ) -> tuple[ActionChunk | None, str | None]:
-    """One synchronous policy call, checked as the worker checks it: (chunk, None) or (None, reason)."""
-    try:
-        chunk = policy.predict(observation, instruction)
-    except Exception as exc:  # the policy is foreign code: every failure becomes a fault
-        return None, f"policy raised {type(exc).__name__}: {exc}"
-    return check_policy_output(chunk, observation, instruction)
-
-
-class PolicyProcessError(RuntimeError):
-    """The policy process reported an error or died; the message says which."""
 
 
 ChunkCallback = Callable[[ActionChunk], None]
@@ -70,10 +58,10 @@ class WorkerStats:
 class InferenceWorker:
     """Runs `policy.predict` in a background thread on the newest submitted observation."""
 
-    def __init__(self, policy: Policy, on_chunk: ChunkCallback, on_fault: FaultCallback,
+    def __init__(self, policy: Policy | None, on_chunk: ChunkCallback, on_fault: FaultCallback,
                  max_inference_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
                  name: str = "vla-inference", nice: int = 0) -> None:
-        self._policy = policy
+        self.policy = policy  # None in the process worker: the policy lives in the child
         self._on_chunk = on_chunk
         self._on_fault = on_fault
         self._max_s = float(max_inference_s)
@@ -128,6 +116,13 @@ class InferenceWorker:
         """Drop the pending observation (e.g. the instruction became empty)."""
         with self._cond:
             self._slot = None
+
+    def describe(self) -> str:
+        """The policy's describe() for the status (a failing describe() is reported, not raised)."""
+        try:
+            return str(self.policy.describe())
+        except Exception as exc:  # foreign code: the status still gets a line
+            return f"{type(self.policy).__name__} (describe failed: {exc})"
 
     @property
     def faulted(self) -> bool:
@@ -201,20 +196,9 @@ class InferenceWorker:
         rebuilds a killed policy process here)."""
         return None
 
-    def _predict(self, observation: Observation, instruction: Instruction) -> object:
-        """The policy call itself (the process worker overrides it)."""
-        return self._policy.predict(observation, instruction)
-
-    def _call(self, observation: Observation, instruction: Instruction
-              ) -> tuple[ActionChunk | None, str | None]:
-        """One policy call; returns (chunk, None) or (None, reason)."""
-        try:
-            chunk = self._predict(observation, instruction)
-        except PolicyProcessError as exc:
-            return None, str(exc)
-        except Exception as exc:  # the policy is foreign code: every failure becomes a fault
-            return None, f"policy raised {type(exc).__name__}: {exc}"
-        return check_policy_output(chunk, observation, instruction)
+    def _call(self, observation: Observation, instruction: Instruction) -> CallResult:
+        """One checked policy call (the process worker forwards it to its child)."""
+        return run_policy(self.policy, observation, instruction)
 
     def _on_timeout(self) -> None:
         """Called by the watchdog after reporting a call past max_inference_s (the process worker
@@ -245,148 +229,3 @@ class InferenceWorker:
             self._fail(f"policy call running for more than max_inference_s {self._max_s:.3f} s "
                        "(hung or too slow)")
             self._on_timeout()
-
-
-# ----- the policy in its own process --------------------------------------------------------------
-def _policy_process_main(conn, factory: Callable[[], Policy], nice: int) -> None:  # noqa: ANN001
-    """Child process: build the policy, then answer (observation, instruction) requests."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    if nice > 0:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    try:
-        policy = factory()
-        conn.send(("ready", str(policy.describe())))
-    except Exception as exc:
-        conn.send(("fatal", f"building the policy failed: {type(exc).__name__}: {exc}"))
-        return
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        observation, instruction = request
-        try:
-            reply = ("ok", policy.predict(observation, instruction))
-        except Exception as exc:
-            reply = ("error", f"policy raised {type(exc).__name__}: {exc}")
-        try:
-            conn.send(reply)
-        except Exception as exc:  # e.g. an unpicklable result
-            conn.send(("error", f"policy result cannot be sent back: {exc!r}"))
-
-
-class ProcessInferenceWorker(InferenceWorker):
-    """InferenceWorker whose policy runs in a child process (multiprocessing, spawn).
-
-    The node's control thread then never waits for the GIL of a busy policy, and a hung policy is
-    killed and rebuilt instead of being abandoned. `factory` must be picklable (a module-level
-    function or a functools.partial of one, e.g. partial(make_policy, cfg.policy)); it is called in
-    the child. `start()` waits up to `start_timeout_s` for the child to build the policy.
-    """
-
-    def __init__(self, factory: Callable[[], Policy], on_chunk: ChunkCallback, on_fault: FaultCallback,
-                 max_inference_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "vla-inference", nice: int = 0, start_timeout_s: float = 120.0) -> None:
-        super().__init__(None, on_chunk, on_fault, max_inference_s, clock, name, nice=0)  # type: ignore[arg-type]
-        self._factory = factory
-        self._child_nice = nice
-        self._start_timeout_s = start_timeout_s
-        self._process = None
-        self._conn = None
-        self._proc_lock = threading.Lock()
-        self.description = ""
-        self.restarts = 0
-
-    def start(self) -> None:
-        """Start the policy process (raises PolicyProcessError when it cannot build the policy)."""
-        self._spawn()
-        super().start()
-
-    def stop(self, timeout_s: float = 2.0) -> bool:
-        """Stop the threads and the policy process."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._kill(graceful=True)
-        return super().stop(timeout_s)
-
-    def _spawn(self) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_policy_process_main, args=(child, self._factory, self._child_nice),
-                              name=self._name + "-process", daemon=True)
-        process.start()
-        child.close()
-        if not parent.poll(self._start_timeout_s):
-            process.kill()
-            raise PolicyProcessError(f"the policy process did not start within {self._start_timeout_s:g} s")
-        try:
-            kind, text = parent.recv()
-        except (EOFError, OSError) as exc:
-            process.kill()
-            raise PolicyProcessError(f"the policy process died while starting: {exc!r}") from exc
-        if kind != "ready":
-            process.join(1.0)
-            raise PolicyProcessError(text)
-        with self._proc_lock:
-            self._process, self._conn = process, parent
-        self.description = text
-
-    def _kill(self, graceful: bool = False) -> None:
-        with self._proc_lock:
-            process, conn = self._process, self._conn
-            self._process = self._conn = None
-        if process is None:
-            return
-        if graceful:
-            try:
-                conn.send(None)
-                process.join(0.5)
-            except (OSError, ValueError):
-                pass
-        if process.is_alive():
-            process.kill()
-        process.join(1.0)
-        conn.close()
-
-    def _on_timeout(self) -> None:
-        self._kill()  # the blocked _predict sees the pipe close and returns
-
-    def _prepare(self) -> str | None:
-        with self._proc_lock:
-            alive = self._conn is not None
-        if alive or self._stopping:
-            return None
-        self.restarts += 1  # killed after a hang, or died: build a new one
-        try:
-            self._spawn()
-        except PolicyProcessError as exc:
-            return f"restarting the policy process failed: {exc}"
-        return None
-
-    def _predict(self, observation: Observation, instruction: Instruction) -> object:
-        with self._proc_lock:
-            conn = self._conn
-        if conn is None:
-            raise PolicyProcessError("the policy process is not running")
-        try:
-            conn.send((observation, instruction))
-            while not conn.poll(0.05):
-                if self._stopping or self._conn is not conn:
-                    raise PolicyProcessError("the policy process was stopped during the call")
-            kind, payload = conn.recv()
-        except (EOFError, OSError, ValueError) as exc:
-            self._kill()
-            raise PolicyProcessError(f"the policy process died during the call ({exc!r})") from exc
-        if kind != "ok":
-            raise PolicyProcessError(payload)
-        return payload

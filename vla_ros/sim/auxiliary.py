@@ -46,7 +46,7 @@ class AuxiliaryTargets:
     def __init__(self, image_size: int, patch_size: int = 14, sigma_patches: float = 0.6,
                  camera: CameraSpec | None = None) -> None:
         self.camera = Camera(camera)
-        self.scale = image_size / self.camera.config.width  # camera pixels -> tower-input pixels
+        self.scale = image_size / self.camera.spec.width  # camera pixels -> tower-input pixels
         self.grid = image_size // patch_size
         self.patch_size = patch_size
         self.sigma = sigma_patches
@@ -112,7 +112,7 @@ def _objects(state: np.ndarray) -> list[np.ndarray]:
 
 def make_heads(hidden_size: int):
     """The two linear heads (a torch module with `.patch` and `.state`)."""
-    from torch import nn
+    from torch import nn  # lazy: torch is heavy and optional; the targets are numpy only
 
     heads = nn.Module()
     heads.patch = nn.Linear(hidden_size, PATCH_OUTPUTS)
@@ -152,8 +152,8 @@ def auxiliary_losses(heads, patches, hidden, batch: dict, layers=None) -> tuple:
     patches [B, P, H] projector output; hidden [B, L, H]; batch: prompt_ends [B] (spliced index of
     each row's last prompt token) and the tensors of `AuxiliaryTargets.batch`.
     """
-    import torch
-    import torch.nn.functional as F
+    import torch  # lazy: torch is heavy and optional; the targets are numpy only
+    import torch.nn.functional as F  # lazy: as torch
 
     out = heads.patch(patches)  # [B, P, C + 3]
     heat_loss = F.binary_cross_entropy_with_logits(out[..., :PATCH_CHANNELS], batch["heat"]) * PATCH_CHANNELS
@@ -173,7 +173,7 @@ def attention_loss(attentions, batch: dict, n_patches: int, n_actions: int = 7):
     attentions: per decoder layer [B, heads, L, L] over the spliced sequence (patches at 1..P);
     batch: colour_ends, prompt_ends [B] and target_heat [B, P].
     """
-    import torch
+    import torch  # lazy: torch is heavy and optional; the targets are numpy only
 
     rows = torch.arange(batch["colour_ends"].shape[0])
     lookup = attentions[LOOKUP_LAYER][rows, 0, batch["colour_ends"], 1:1 + n_patches]  # [B, P]

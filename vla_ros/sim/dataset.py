@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,9 @@ import cv2
 import numpy as np
 
 from vla_ros.core.types import ACTION_DIM, ActionChunk, Instruction, Observation
-from vla_ros.sim.evaluate import SimHarness, episode_plan
+from vla_ros.model.preprocess import ImagePreprocessor, PreprocessSpec, resolve_resize
 from vla_ros.sim.expert import ExpertGains, expert_action
+from vla_ros.sim.harness import SimHarness, episode_plan
 from vla_ros.sim.tasks import TASK_KINDS, Task, sample_task
 from vla_ros.sim.world import TabletopWorld
 
@@ -154,6 +157,28 @@ def resize_area(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
+class PolicyResize:
+    """The policy preprocessor's own resize (whatever method it resolves to), picklable for workers."""
+
+    def __init__(self, preprocess: PreprocessSpec) -> None:
+        self.preprocess = preprocess  # frozen, picklable
+        self.preprocessor: ImagePreprocessor | None = None  # built in each process on first use
+
+    def __getstate__(self) -> dict:
+        return {"preprocess": self.preprocess, "preprocessor": None}
+
+    def __call__(self, rgb: np.ndarray, size: int) -> np.ndarray:
+        if size != self.preprocess.image_size:
+            raise ValueError(f"frames are resized to {self.preprocess.image_size}, not {size}")
+        if self.preprocessor is None:
+            self.preprocessor = ImagePreprocessor(self.preprocess)
+        return self.preprocessor.resize(rgb)
+
+    @property
+    def method(self) -> str:
+        return resolve_resize(self.preprocess.resize)
+
+
 class CollectingPolicy:
     """The expert as a Policy that records (frame, instruction, clean action) and executes a noisy one."""
 
@@ -245,8 +270,6 @@ def collect(episodes: int, seed: int = 0, image_size: int | None = None, resize:
     if workers <= 1 or episodes < 2 * workers:
         parts = [_collect_part(plan, seed, image_size, resize, noise, max_actions, settle_actions, progress)]
     else:
-        import multiprocessing
-
         bounds = np.linspace(0, len(plan), workers + 1).astype(int)
         jobs = [(plan[a:b], seed, image_size, resize, noise, max_actions, settle_actions, None)
                 for a, b in zip(bounds[:-1], bounds[1:])]
@@ -273,8 +296,6 @@ def collect(episodes: int, seed: int = 0, image_size: int | None = None, resize:
 
 def _single_threaded() -> None:
     """Collection workers share the cores: keep numerical libraries to one thread each."""
-    import os
-
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
 

@@ -12,7 +12,7 @@ It is built to be imitated by a policy that sees positions only to about a centi
 corrects a share (`gain`) of the remaining error, so per-frame errors average out instead of
 making the gripper jump; the fingertips aim just above the table, which stops any overshoot; and the
 fingers close inside a radius that a centimetre of error still keeps within the grasp tolerance.
-`vla_ros.sim.evaluate.NoisyExpertPolicy` measures that robustness.
+`vla_ros.sim.expert_policy.NoisyExpertPolicy` measures that robustness.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class ExpertGains:
     closed_empty: float = 0.3  # fingers closed past this (narrower than any object): the grasp missed
 
 
-def expert_action(state: WorldState, task: Task, config: ExpertGains | None = None) -> np.ndarray:
+def expert_action(state: WorldState, task: Task, gains: ExpertGains | None = None) -> np.ndarray:
     """The expert's action [7] for `task` in `state`."""
-    cfg = config or ExpertGains()
+    cfg = gains or ExpertGains()
     g = state.gripper_position
     goal, gripper = _goal_and_gripper(state, task, cfg)
     error = goal - g

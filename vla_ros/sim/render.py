@@ -37,8 +37,8 @@ class CameraSpec:
 class Camera:
     """Projects base-frame points to pixels."""
 
-    def __init__(self, config: CameraSpec | None = None) -> None:
-        self.config = c = config or CameraSpec()
+    def __init__(self, spec: CameraSpec | None = None) -> None:
+        self.spec = c = spec or CameraSpec()
         self.position = np.array(c.position_m, np.float64)
         forward = np.array(c.look_at_m) - self.position
         self.forward = forward / np.linalg.norm(forward)
@@ -64,7 +64,7 @@ class Renderer:
 
     def __init__(self, camera: CameraSpec | None = None) -> None:
         self.camera = Camera(camera)
-        c = self.camera.config
+        c = self.camera.spec
         self._background = np.empty((c.height, c.width, 3), np.uint8)
         self._background[:] = FLOOR_RGB
         self._fill(self._background, self.camera.project(TABLE_CORNERS), TABLE_RGB)

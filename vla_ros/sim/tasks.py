@@ -70,6 +70,27 @@ def make_instruction(kind: str, target_name: str, rng: np.random.Generator | Non
     return templates[phrasing % len(templates)].format(target=target_name)
 
 
+# Every phrasing as a pattern, longest first: "pick up the {target} from the table" before
+# "pick up the {target}".
+_PHRASING_PATTERNS = [
+    (kind, re.compile("^" + re.escape(t).replace(re.escape("{target}"), "(?P<target>.+)") + "$"))
+    for kind, t in sorted(((k, t) for k, ts in PHRASINGS.items() for t in ts), key=lambda kt: -len(kt[1]))]
+
+
+def parse_phrasing(text: str) -> tuple[str, str]:
+    """(kind, target name) of an instruction in one of the PHRASINGS; ('', '') when none matches."""
+    for kind, pattern in _PHRASING_PATTERNS:
+        match = pattern.match(text.strip())
+        if match:
+            return kind, match.group("target")
+    return "", ""
+
+
+def instruction_kind(text: str) -> str:
+    """The task kind ('pick' or 'move') of an instruction in one of the PHRASINGS, '' otherwise."""
+    return parse_phrasing(text)[0]
+
+
 def sample_task(state: WorldState, rng: np.random.Generator, kind: str | None = None,
                 target: int | None = None) -> Task:
     """A random task on the scene (random kind, target and phrasing unless given)."""
@@ -109,14 +130,14 @@ def move_goal(state: WorldState, index: int) -> np.ndarray:
     return np.array([obj.position[0], obj.position[1], obj.position[2] + obj.size + MOVE_HOVER_ABOVE_TOP_M])
 
 
-def is_success(task: Task, state: WorldState, config: WorldSpec | None = None) -> bool:
+def is_success(task: Task, state: WorldState, spec: WorldSpec | None = None) -> bool:
     """Pick: the target is held and lifted; move: the fingertips hover above the target."""
-    config = config or WorldSpec()
+    spec = spec or WorldSpec()
     if not 0 <= task.target < len(state.objects):
         return False
     if task.kind == "pick":
         obj = state.objects[task.target]
-        return bool(state.held == task.target and obj.position[2] >= config.lift_success_m)
+        return bool(state.held == task.target and obj.position[2] >= spec.lift_success_m)
     goal = move_goal(state, task.target)
     g = state.gripper_position
     return bool(math.hypot(*(g[:2] - goal[:2])) <= MOVE_TOLERANCE_XY_M

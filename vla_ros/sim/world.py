@@ -114,15 +114,15 @@ class WorldState:
 class TabletopWorld:
     """The simulator core: reset to a random scene, step with per-tick commands, report the pose."""
 
-    def __init__(self, config: WorldSpec | None = None) -> None:
-        self.config = config or WorldSpec()
+    def __init__(self, spec: WorldSpec | None = None) -> None:
+        self.spec = spec or WorldSpec()
         self.state = WorldState([], np.array([0.45, 0.0, 0.15]))
 
     # ----------------------------------------------------------------------------- scene
     def reset(self, seed: int | None = None, n_objects: int | None = None) -> WorldState:
         """A new random scene (distinct colours, random shapes and poses) and gripper start."""
         rng = np.random.default_rng(seed)
-        cfg = self.config
+        cfg = self.spec
         lo, hi = cfg.n_objects_range
         count = int(n_objects if n_objects is not None else rng.integers(lo, hi + 1))
         count = max(1, min(count, len(COLOURS)))
@@ -143,7 +143,7 @@ class TabletopWorld:
         self.state = state.copy()
 
     def _sample_centres(self, rng: np.random.Generator, count: int) -> list[tuple[float, float]]:
-        cfg = self.config
+        cfg = self.spec
         for _ in range(1000):
             centres: list[tuple[float, float]] = []
             for _ in range(200):
@@ -158,12 +158,12 @@ class TabletopWorld:
     def finger_gap(self, opening: float | None = None) -> float:
         """Fingertip gap [m] for an opening in [0, 1]."""
         value = self.state.gripper_opening if opening is None else opening
-        return float(value) * self.config.max_finger_gap_m
+        return float(value) * self.spec.max_finger_gap_m
 
     def step(self, translation: np.ndarray, rotation: np.ndarray, gripper: float, dt: float) -> None:
         """Execute one tick: move by `translation` [m], turn by rotation[2] [rad], drive the fingers
         toward the absolute `gripper` opening at the finger speed for `dt` seconds."""
-        s, cfg = self.state, self.config
+        s, cfg = self.state, self.spec
         translation = np.nan_to_num(np.asarray(translation, dtype=np.float64)[:3])
         d_yaw = float(np.nan_to_num(np.asarray(rotation, dtype=np.float64)[2]))
         target = float(np.clip(np.nan_to_num(gripper, nan=s.gripper_opening), 0.0, 1.0))
@@ -185,7 +185,7 @@ class TabletopWorld:
 
     def _carry(self, d_yaw: float) -> None:
         """Keep the held object between the fingers, or drop it when the fingers open."""
-        s, cfg = self.state, self.config
+        s, cfg = self.state, self.spec
         obj = s.objects[s.held]
         blocked = obj.size / cfg.max_finger_gap_m  # fingers rest on the object
         if s.gripper_opening > blocked + 0.08:
@@ -201,7 +201,7 @@ class TabletopWorld:
 
     def _maybe_grasp(self, previous_gap: float) -> None:
         """Closing fingers that pass an object's width while it sits between them grasp it."""
-        s, cfg = self.state, self.config
+        s, cfg = self.state, self.spec
         gap = self.finger_gap()
         index = self.object_between_fingers()
         if index < 0:
@@ -214,7 +214,7 @@ class TabletopWorld:
 
     def object_between_fingers(self) -> int:
         """Index of the object that closing fingers would grasp now, or -1."""
-        s, cfg = self.state, self.config
+        s, cfg = self.state, self.spec
         best, best_distance = -1, cfg.grasp_tolerance_m
         tip_z = s.gripper_position[2]
         for i, obj in enumerate(s.objects):
@@ -235,7 +235,7 @@ class TabletopWorld:
     def lifted(self, index: int) -> bool:
         """True when object `index` is held and its bottom is at least lift_success_m high."""
         s = self.state
-        return bool(s.held == index and s.objects[index].position[2] >= self.config.lift_success_m)
+        return bool(s.held == index and s.objects[index].position[2] >= self.spec.lift_success_m)
 
 
 def _wrap(angle: float) -> float:

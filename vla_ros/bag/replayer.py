@@ -1,0 +1,392 @@
+"""Running a replay: the bag's inputs drive a ControlCore and one simulated inference worker.
+
+The camera and instruction topics (plus the e-stop and pose topics when the bag has them) drive the
+same ControlCore the node uses, on a control clock derived from the bag: ticks at control_rate_hz
+from the first input message to the last one. One simulated inference worker runs the policy:
+whenever it is idle and a newer image (or a new instruction) is there, it starts on the newest image
+at that moment; the chunk reaches the core `latency` later (see LatencyModel). Events at the same
+bag time are handled in a fixed order: input messages, a finishing inference, a starting inference
+(with zero latency it finishes at once), the control tick, the status. Nothing reads the wall clock
+except the `measured` latency model, so the same inputs give byte-identical outputs.
+
+Work: the simulated worker is scheduled from the latency model alone. Every call runs, as in the node.
+With skip_superseded only calls whose chunk is still in force at the next tick run (with a 30 Hz
+camera, 10 Hz ticks and zero latency: one call in three): faster, exact when calls take longer than a
+tick, otherwise it misses the motion a replaced chunk makes between its arrival and its replacement.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vla_ros.bag.convert import image_stamp_ns
+from vla_ros.bag.io import NS_PER_S, BagReader
+from vla_ros.bag.replay_inputs import (
+    ReplayTopics,
+    decode_estop,
+    decode_image,
+    decode_pose,
+    image_encoding,
+    input_topics,
+)
+from vla_ros.bag.replay_outputs import (
+    BAG_NAME,
+    add_topics,
+    command_msg,
+    command_row,
+    status_msg,
+    write_reports,
+)
+from vla_ros.bag.replay_types import Inference, ReplayError, ReplayOptions, ReplayRecord, ReplayResult
+from vla_ros.bag.writer import AtomicDir, BagWriter
+from vla_ros.control.core import ControlCore
+from vla_ros.control.status import Counters, status_fields
+from vla_ros.core.config import NodeConfig
+from vla_ros.core.images import ImageError
+from vla_ros.core.inputs import decode_string_cdr
+from vla_ros.core.types import Instruction, Observation, Policy
+from vla_ros.runtime.worker import run_policy
+
+NEVER = 2 ** 63  # a bag time after every event [ns]
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn when the percentage changes."""
+
+    def __init__(self, total_ns: int, enabled: bool, stream: Any = None) -> None:
+        self.total = max(int(total_ns), 1)
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.last = -1
+        self.t_start = time.monotonic()
+
+    def update(self, done_ns: int) -> None:
+        if not self.enabled:
+            return
+        pct = min(100, max(0, int(100 * done_ns / self.total)))
+        if pct == self.last:
+            return
+        self.last = pct
+        wall = max(time.monotonic() - self.t_start, 1e-6)
+        bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+        done_s, total_s = done_ns / NS_PER_S, self.total / NS_PER_S
+        self.stream.write(f"\rreplay [{bar}] {pct:3d}%  {done_s:7.1f} / {total_s:.1f} s"
+                          f"  {done_s / wall:5.1f}x real time")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Replayer:
+    """Runs one bag through a policy and a ControlCore; see the module docstring for the timeline."""
+
+    def __init__(self, config: NodeConfig, policy: Policy, options: ReplayOptions) -> None:
+        self.config = config
+        self.policy = policy
+        self.options = options
+        ctl = config.control
+        self.tick_ns = int(round(NS_PER_S / ctl.control_rate_hz))
+        self.status_ns = int(round(NS_PER_S / ctl.status_rate_hz))
+        self.core = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s)
+        self.core.set_armed(options.armed)
+        self.max_inference_ns = int(round(config.policy.max_inference_s * NS_PER_S))
+        self.topics = ReplayTopics.resolve(config, options.namespace, options.status_topic)
+        self.record = ReplayRecord()
+        # state of the simulated worker and inputs
+        self.newest: Observation | None = None
+        self.newest_seq = 0
+        self.used_seq = 0
+        self.instruction_gen = 0  # counts instruction changes: each one reaches the next call
+        self.used_gen = 0
+        self.pending: Inference | None = None
+        self.calls_done_in_period = 0
+        self.ticks_in_period = 0
+        self.last_latency_s = 0.0
+        self.last_error = ""
+        self.faulted = False
+        # Lazy evaluation: run a call only when its result can matter (not for the measured model).
+        self.lazy = options.lazy
+        self.unapplied: Inference | None = None
+
+    # ----- inputs ---------------------------------------------------------------------------------
+    def _reject(self, what: str, reason: str, t_ns: int) -> None:
+        self.flush()  # the rejection changes last_error: keep the order of events
+        self.record.rejected_inputs += 1
+        self.last_error = f"{what}: {reason}"
+        if self.options.strict:
+            raise ReplayError(f"{what} at t={(t_ns - self.record.t0) / NS_PER_S:.3f} s rejected: {reason} "
+                              "(--strict)")
+
+    def on_message(self, topic: str, msgtype: str, t_ns: int, raw: bytes) -> None:
+        """Feed one input message to the core (as the node's subscription callbacks do)."""
+        topics, record = self.topics, self.record
+        if topic != topics.camera:
+            self.flush()  # instructions, e-stops and poses change what a held-back chunk would do
+        if topic == topics.camera:
+            try:
+                msg, rgb = decode_image(raw, msgtype)
+            except ImageError as exc:
+                if record.image_count == 0 and self.newest is None:
+                    raise ReplayError(f"camera topic {topic}: the first frame cannot be decoded: "
+                                      f"{exc}") from None
+                self._reject(f"camera frame on {topic}", str(exc), t_ns)
+                return
+            except Exception as exc:  # malformed CDR
+                self._reject(f"camera frame on {topic}", f"cannot deserialize: {exc}", t_ns)
+                return
+            record.image_count += 1
+            record.encodings[image_encoding(msg)] += 1
+            stamp = image_stamp_ns(msg, t_ns, self.options.stamp_source)
+            if self.core.on_image(stamp / NS_PER_S):
+                self.newest = Observation(rgb=rgb, stamp=stamp / NS_PER_S, pose=self.core.pose)
+                self.newest_seq += 1
+        elif topic == topics.instruction:
+            try:
+                text = decode_string_cdr(raw)  # decoded and checked exactly as the node does
+            except Exception as exc:  # InputError, bad CDR
+                self._reject(f"instruction on {topic}", str(exc), t_ns)
+                return
+            self._set_instruction(text, t_ns)
+        elif topic == topics.estop:
+            try:
+                if decode_estop(raw, msgtype):
+                    self.core.estop()
+                    record.estops += 1
+            except Exception as exc:
+                self._reject(f"e-stop on {topic}", str(exc), t_ns)
+        elif topic == topics.pose:
+            try:
+                pose = decode_pose(raw, msgtype, t_ns)
+            except Exception as exc:
+                self._reject(f"pose on {topic}", str(exc), t_ns)
+                return
+            if not self.core.on_pose(pose):
+                self._reject(f"pose on {topic}", self.core.last_error, t_ns)
+
+    def _set_instruction(self, text: str, t_ns: int) -> None:
+        if self.core.on_instruction(text, t_ns / NS_PER_S):
+            self.record.instruction_changes.append((t_ns, text))
+            self.instruction_gen += 1
+
+    # ----- the simulated worker -------------------------------------------------------------------
+    def maybe_start_inference(self, t_ns: int) -> None:
+        """Start a call when idle and something new is there; with zero latency it also finishes now."""
+        while self.pending is None and self.newest is not None and self.core.instruction.strip():
+            if self.newest_seq == self.used_seq and self.instruction_gen == self.used_gen:
+                return  # nothing new since the last call started
+            self.used_seq, self.used_gen = self.newest_seq, self.instruction_gen
+            stamp = self.core.instruction_stamp
+            calls = self.record.inferences
+            call = Inference(len(calls), t_ns, t_ns, int(round(self.newest.stamp * NS_PER_S)), 0.0,
+                             self.core.instruction, self.newest,
+                             instruction_stamp=stamp if stamp is not None else t_ns / NS_PER_S)
+            measured = 0.0
+            if not self.lazy:  # the measured model needs the call's wall time now
+                measured = self.run_call(call)
+            latency = self.options.latency.latency_ns(call.index, measured)
+            call.finish_ns, call.latency_s = t_ns + latency, latency / NS_PER_S
+            if latency > self.max_inference_ns:
+                call.timeout_ns = t_ns + self.max_inference_ns
+            calls.append(call)
+            self.pending = call
+            if call.timeout_ns is not None and call.timeout_ns <= t_ns:
+                self.watchdog(t_ns)
+            if latency == 0:
+                self.finish_inference(t_ns)
+
+    def run_call(self, call: Inference) -> float:
+        """Run the policy for a scheduled call; returns the wall time it took [s]."""
+        assert call.observation is not None
+        wall0 = time.perf_counter()
+        call.chunk, call.error = run_policy(self.policy, call.observation,
+                                            Instruction(call.instruction, call.instruction_stamp))
+        measured = time.perf_counter() - wall0
+        self.record.policy_wall_s += measured
+        self.record.policy_runs += 1
+        call.ran, call.observation = True, None
+        return measured
+
+    def flush(self) -> None:
+        """Apply the completed call held back by lazy evaluation (before anything that can see it)."""
+        call, self.unapplied = self.unapplied, None
+        if call is not None:
+            if not call.ran:
+                self.run_call(call)
+            self._apply(call, call.finish_ns)
+
+    def watchdog(self, t_ns: int) -> None:
+        """The worker's watchdog: a call running past max_inference_s is a fault (its chunk is discarded)."""
+        self.flush()
+        call = self.pending
+        assert call is not None and call.timeout_ns is not None
+        call.timeout_ns = None
+        call.chunk, call.observation = None, None
+        call.error = ("policy call running for more than max_inference_s "
+                      f"{self.config.policy.max_inference_s:.3f} s (hung or too slow)")
+        call.result = "timeout"
+        self._fault(call.error)
+
+    def _fault(self, reason: str) -> None:
+        self.record.policy_errors += 1
+        self.last_error = reason
+        self.faulted = True
+        self.core.set_fault(reason)
+
+    def finish_inference(self, t_ns: int) -> None:
+        """The pending call returns at t_ns: the chunk goes to the core, or the failure becomes a fault."""
+        call = self.pending
+        assert call is not None
+        self.pending = None
+        self.calls_done_in_period += 1
+        self.last_latency_s = call.latency_s
+        if call.result == "timeout":
+            return
+        if self.lazy:
+            # Until a tick, a status or an input other than an image, nothing can see this chunk; a call
+            # that completes before then replaces it entirely, so it need not run at all.
+            if self.unapplied is not None:
+                self.unapplied.result = "skipped: superseded before any tick"
+                self.unapplied.observation = None
+            self.unapplied = call
+            return
+        self._apply(call, t_ns)
+
+    def _apply(self, call: Inference, t_ns: int) -> None:
+        """The call's outcome reaches the core at t_ns: its chunk, or a fault."""
+        if call.error is not None:
+            call.result = "error: " + call.error
+            self._fault(call.error)
+            return
+        if self.faulted:
+            self.faulted = False
+            self.core.set_fault(None)
+        assert call.chunk is not None
+        accepted = self.core.on_chunk(call.chunk, t_ns / NS_PER_S)
+        call.result = "accepted" if accepted else "rejected: " + self.core.last_error
+
+    # ----- the control loop's outputs -------------------------------------------------------------
+    def tick(self, t_ns: int) -> dict:
+        """One control tick; returns its commands.csv row."""
+        self.flush()
+        cmd = self.core.tick(t_ns / NS_PER_S)
+        self.ticks_in_period += 1
+        row = command_row(cmd, t_ns, self.record.t0, self.core.state, self.core.instruction)
+        self.record.rows.append(row)
+        return row
+
+    def status(self, t_ns: int) -> Any:
+        """The VlaStatus at t_ns; the rates are over the status period that ends now."""
+        self.flush()
+        period_s = self.status_ns / NS_PER_S
+        counters = Counters(
+            backend=self.policy.describe(), inference_latency_s=self.last_latency_s,
+            model_rate_hz=self.calls_done_in_period / period_s,
+            control_rate_hz=self.ticks_in_period / period_s,
+            commands_published=self.core.counters["commands"], rejected_inputs=self.record.rejected_inputs,
+            policy_errors=self.record.policy_errors, last_error=self.last_error)
+        self.calls_done_in_period = 0
+        self.ticks_in_period = 0
+        fields = status_fields(self.core, t_ns / NS_PER_S, counters)
+        return status_msg(t_ns, self.config.control.frame_id, fields)
+
+    # ----- the event loop -------------------------------------------------------------------------
+    def run(self, bag: BagReader, writer: BagWriter, progress: Progress) -> None:
+        """Process the whole bag; commands and status go to `writer`, the inputs are copied to it."""
+        topics, record = self.topics, self.record
+        fixed_instruction = self.options.instruction is not None
+        types = input_topics(bag, topics, self.config.safety.require_pose, fixed_instruction)
+        add_topics(writer, bag, types, topics)
+        messages = bag.messages(list(types))
+        nxt = next(messages, None)
+        if nxt is None:
+            raise ReplayError(f"bag {str(bag.path)!r} has no messages on {', '.join(types)}")
+        record.t0 = t0 = nxt[1]
+        progress.total = max(bag.end_ns - t0, 1)
+        if self.options.instruction is not None:
+            self._set_instruction(self.options.instruction, t0)
+        frame_id = self.config.control.frame_id
+        last_msg = t0
+        k_tick, k_status = 0, 1
+        next_tick, next_status = t0, t0 + self.status_ns
+        while True:
+            more = nxt is not None
+            t_msg = nxt[1] if more else NEVER
+            pending = self.pending
+            t_done = NEVER
+            if pending is not None:
+                t_done = pending.timeout_ns if pending.timeout_ns is not None else pending.finish_ns
+                if not more and t_done > last_msg:
+                    t_done = NEVER
+            t_tick = next_tick if (more or next_tick <= last_msg) else NEVER
+            t_stat = next_status if (more or next_status <= last_msg) else NEVER
+            t = min(t_msg, t_done, t_tick, t_stat)
+            if t == NEVER:
+                break
+            while nxt is not None and nxt[1] == t:
+                topic, _, raw = nxt
+                writer.write(topic, t, raw)
+                self.on_message(topic, types[topic], t, raw)
+                last_msg = t
+                nxt = next(messages, None)
+            if self.pending is not None and t_done == t:
+                if self.pending.timeout_ns == t:
+                    self.watchdog(t)
+                elif self.pending.finish_ns == t:
+                    self.finish_inference(t)
+            self.maybe_start_inference(t)
+            if next_tick == t:
+                writer.write_msg(topics.command, t, command_msg(self.tick(t), frame_id))
+                k_tick += 1
+                next_tick = t0 + k_tick * self.tick_ns
+            if next_status == t:
+                writer.write_msg(topics.status, t, self.status(t))
+                k_status += 1
+                next_status = t0 + k_status * self.status_ns
+            progress.update(t - t0)
+        self.flush()
+        if self.pending is not None:
+            self.pending.result = self.pending.result or "unfinished at the end of the bag"
+        record.t_end = last_msg
+        if record.image_count == 0:
+            raise ReplayError(f"no camera frame on {topics.camera} could be used")
+
+
+def replay_bag(bag_path: str | Path, out_dir: str | Path, config: NodeConfig, policy: Policy,
+               options: ReplayOptions | None = None) -> ReplayResult:
+    """Replay `bag_path` into `out_dir` (written under a temporary name, renamed when complete).
+
+    Outputs: replay/ (mcap: the input topics, the commands as EndEffectorCommand, VlaStatus),
+    commands.csv, inferences.csv, plot.png, summary.json, and with options.compare compare.txt and
+    compare.json. Raises BagError / ReplayError.
+    """
+    options = options or ReplayOptions()
+    out_dir = Path(out_dir)
+    wall0 = time.monotonic()
+    replayer = Replayer(config, policy, options)
+    with BagReader(bag_path) as bag, AtomicDir(out_dir, overwrite=options.overwrite) as tmp:
+        progress = Progress(bag.end_ns - bag.start_ns, options.progress)
+        custom = {"generator": "vla_ros replay", "source_bag": bag.path.name,
+                  "latency_model": options.latency.describe()}
+        writer = BagWriter(tmp / BAG_NAME, storage="mcap", custom_data=custom, atomic=False)
+        writer.open()
+        try:
+            replayer.run(bag, writer, progress)
+        except BaseException:
+            writer.abort()
+            progress.close()
+            raise
+        writer.close()
+        progress.close()
+        wall_loop = time.monotonic()
+        summary, series, report = write_reports(tmp, out_dir, bag, replayer.record, replayer.topics,
+                                                replayer.core.counters, config, options, policy.describe())
+    wall_end = time.monotonic()
+    timings = {"total": wall_end - wall0, "replay_loop": wall_loop - wall0, "outputs": wall_end - wall_loop,
+               "policy_calls": replayer.record.policy_wall_s}
+    return ReplayResult(out_dir, summary, series, report, wall_end - wall0, timings)
