@@ -27,7 +27,7 @@ def test_onnxruntime_reproduces_torch_with_the_real_towers(tmp_path):
     torch.set_num_threads(1)
     ckpt = tiny_checkpoint(real_towers=True)
     loaded = load_vla(ckpt)
-    assert loaded.config.vision_dim == 1024 + 1152 and loaded.config.num_patches == 256
+    assert loaded.spec.vision_dim == 1024 + 1152 and loaded.spec.num_patches == 256
     manifest = export_checkpoint(ckpt, tmp_path, loaded=loaded, log=lambda _: None)
     vision = manifest["graphs"]["vision"]
     assert vision["inputs"][0]["shape"] == [1, 6, 224, 224] and vision["data_files"]  # > 2 GB: external data

@@ -62,7 +62,7 @@ def test_padded_keys_are_ignored():
 
 
 def _embeds(loaded, length: int = 24, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    vocab = loaded.config.padded_vocab_size
+    vocab = loaded.spec.padded_vocab_size
     ids = torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
     return loaded.model.core.embed(ids)
 

@@ -83,11 +83,11 @@ def test_stage_modules_have_flat_tensor_io():
     with torch.no_grad():
         out = prefill(embeds)
         assert all(isinstance(t, torch.Tensor) for t in out)
-        assert len(out) == 1 + 2 * core.num_layers and out[0].shape == (1, loaded.config.padded_vocab_size)
+        assert len(out) == 1 + 2 * core.num_layers and out[0].shape == (1, loaded.spec.padded_vocab_size)
         step = decode(torch.tensor([[loaded.action_tokenizer.first_id]]), *out[1:])
         assert len(step) == len(out)
         assert step[1].shape[2] == out[1].shape[2] + 1
-        assert embed(torch.tensor([[1, 2]])).shape == (1, 2, loaded.config.llm_hidden)
+        assert embed(torch.tensor([[1, 2]])).shape == (1, 2, loaded.spec.llm_hidden)
     assert kv_names(2, "past") == ["past_k_0", "past_v_0", "past_k_1", "past_v_1"]
 
 

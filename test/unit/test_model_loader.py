@@ -64,7 +64,7 @@ def test_loads_and_skips_dead_tower_weights():
     found = scan_shards(path)
     with safe_open(str(path / found["projector.fc2.weight"][0]), framework="pt") as f:
         assert torch.equal(params["projector.fc2.weight"], f.get_tensor("projector.fc2.weight"))
-    assert loaded.action_tokenizer.vocab_end == loaded.config.padded_vocab_size - 64
+    assert loaded.action_tokenizer.vocab_end == loaded.spec.padded_vocab_size - 64
     assert not loaded.model.training
 
 

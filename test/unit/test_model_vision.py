@@ -34,7 +34,7 @@ def _released_tower_state(path, prefix):
 def test_truncated_towers_equal_timm_intermediate_layers(image_size):
     path = cached_tiny_checkpoint(image_size=image_size)
     loaded = load_vla(path)
-    cfg = loaded.config
+    cfg = loaded.spec
     pixels = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
     towers = [loaded.model.vision_backbone.featurizer, loaded.model.vision_backbone.fused_featurizer]
     prefixes = ["vision_backbone.featurizer.", "vision_backbone.fused_featurizer."]
@@ -131,7 +131,7 @@ def test_single_tower_projector_is_two_layers():
 
 def test_backbone_concatenates_per_patch():
     loaded = load_vla(cached_tiny_checkpoint())
-    cfg = loaded.config
+    cfg = loaded.spec
     pixels = torch.randn(1, 6, 224, 224)
     with torch.no_grad():
         both = loaded.model.vision_backbone(pixels)

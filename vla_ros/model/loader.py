@@ -38,7 +38,7 @@ class LoadedVla:
     """Everything a policy needs from a checkpoint."""
 
     path: Path
-    config: VlaSpec
+    spec: VlaSpec
     family: Family
     model: VlaModel
     tokenizer: TextTokenizer
@@ -265,6 +265,6 @@ def load_vla(path: str | Path, dtype: str = "fp32", device: str = "cpu", family:
     load_weights(model, path, mapping, found)
     model.eval().requires_grad_(False)
     model.core.refresh_rope()
-    return LoadedVla(path=path, config=cfg, family=fam, model=model, tokenizer=tokenizer,
+    return LoadedVla(path=path, spec=cfg, family=fam, model=model, tokenizer=tokenizer,
                      action_tokenizer=action_tokenizer, norm_stats=read_norm_stats(path, cfg),
                      preprocess=read_preprocess(path, cfg, center_crop, resize), dtype=dtype, device=device)

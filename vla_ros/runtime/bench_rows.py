@@ -130,7 +130,7 @@ class GenerateRunner(Runner):
             out = self.model.language_model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                 do_sample=False, num_beams=1, logits_processor=self.processors, use_cache=True,
-                pad_token_id=self.loaded.config.pad_token_id)
+                pad_token_id=self.loaded.spec.pad_token_id)
         t4 = time.perf_counter()
         tokens = out[0, -n:].cpu().numpy()
         actions = unnormalize(self.loaded.action_tokenizer.decode(tokens), self.stats)

@@ -219,7 +219,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     elif loaded.dtype != dtype or loaded.device != "cpu":
         raise ExportError(f"the loaded model is {loaded.dtype} on {loaded.device}; "
                           f"export needs {dtype} on cpu")
-    model, cfg = loaded.model, loaded.config
+    model, cfg = loaded.model, loaded.spec
     core = model.core
     hidden, patches, n_layers = cfg.llm_hidden, cfg.num_patches, core.num_layers
     max_text = int(max_text_tokens)

@@ -36,7 +36,7 @@ class Batcher:
         self.prompt_ids = [prompts[text] for text in dataset.instructions]
         self.colour_index = {text: colour_word_index(loaded, text, ids) for text, ids in prompts.items()}
         self.action_ids = self.action_tokenizer.encode(normalize_actions(dataset.actions, stats))  # [N, 7]
-        self.pad_id = int(loaded.config.pad_token_id or 0)
+        self.pad_id = int(loaded.spec.pad_token_id or 0)
         self.max_prompt = max(len(p) for p in prompts.values())
         self.auxiliary = auxiliary if dataset.states is not None and dataset.targets is not None else None
         self.n_patches = (loaded.preprocess.image_size // 14) ** 2
