@@ -17,7 +17,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/vla_ros"]),
         ("share/vla_ros", ["package.xml"]),
     ],
-    install_requires=["numpy", "opencv-python-headless", "pyyaml"],
+    install_requires=["numpy", "opencv-python-headless", "pillow", "pyyaml", "simplejpeg"],
     extras_require={
         "model": ["torch", "torchvision", "transformers", "timm", "safetensors", "tokenizers"],
         "export": ["onnx", "onnxruntime", "onnxscript"],

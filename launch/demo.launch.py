@@ -35,7 +35,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "config_file": ("", "vla_node parameters; empty = config/demo.yaml"),
     "model_path": ("", "checkpoint directory; empty = the embedded demo model"),
     "camera_rate_hz": ("10.0", "simulator camera rate [Hz]"),
-    "inference_process": ("false", "run the model in a child process of vla_node"),
+    "inference_process": ("", "true/false: run the model in a child process of vla_node; empty = the config "
+                              "file's execution.inference_process (default true)"),
     "ready_timeout": ("180.0", "seconds the driver waits for the nodes (model loading included)"),
 }
 
@@ -85,7 +86,8 @@ def resolve(args: dict[str, str]) -> dict[str, Any]:
         "config_file": raw["config_file"].strip() or str(DEMO_CONFIG),
         "model_path": raw["model_path"].strip(),
         "camera_rate_hz": _number("camera_rate_hz", raw["camera_rate_hz"], float, 1.0, 100.0),
-        "inference_process": _bool("inference_process", raw["inference_process"]),
+        "inference_process": (_bool("inference_process", raw["inference_process"])
+                              if raw["inference_process"].strip() else None),  # None: the config's
         "ready_timeout": _number("ready_timeout", raw["ready_timeout"], float, 1.0, 3600.0),
     }
 
@@ -111,7 +113,8 @@ def sim_command(values: dict[str, Any], python: str = sys.executable) -> list[st
 def vla_launch_arguments(values: dict[str, Any]) -> dict[str, str]:
     """Arguments of the included vla.launch.py: the demo config, DISARMED (the driver arms it)."""
     return {"config_file": values["config_file"], "model_path": values["model_path"], "arm": "false",
-            "autostart": "true", "inference_process": "true" if values["inference_process"] else "false"}
+            "autostart": "true",
+            "inference_process": {None: "", True: "true", False: "false"}[values["inference_process"]]}
 
 
 def driver_command(values: dict[str, Any], python: str = sys.executable) -> list[str]:

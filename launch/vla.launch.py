@@ -31,10 +31,11 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "autostart": ("true", "configure and activate at start; false leaves it to a lifecycle manager"),
     "arm": ("false", "arm right after activation (otherwise call ~/arm)"),
     "inference_process": ("", "true: run the policy in a child process (control loop free of its GIL; "
-                              "a hung policy is killed and rebuilt) (execution.inference_process); "
-                              "empty = config value"),
-    "control_priority": ("", "SCHED_FIFO priority 1-99 of the control thread (needs rtprio rights), "
-                             "0 = off (execution.control_priority); empty = config value"),
+                              "a hung policy is killed and rebuilt), false: in a thread "
+                              "(execution.inference_process); empty = config value (default true)"),
+    "control_priority": ("", "SCHED_FIFO priority 1-99 of the control thread (needs rtprio rights, else "
+                             "one warning and normal scheduling), 0 = off (execution.control_priority); "
+                             "empty = config value (default 50)"),
 }
 
 # launch argument -> node parameter it sets when not empty

@@ -201,3 +201,30 @@ def test_predict_cli(tmp_path, capsys):
            "--instruction", TEXT]
     assert main(bad) == 1
     assert "cannot read an image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["openvla", "minivla"])
+def test_check_instruction_uses_the_predict_rule_and_is_picklable(family):
+    """An instruction whose prompt does not fit the model's positions is refused on arrival, with the
+    same rule (and message) predict raises; the check crosses a process boundary on its own."""
+    import pickle
+
+    kwargs = {} if family == "openvla" else {"family": "minivla"}
+    policy = _policy(cached_tiny_checkpoint(**kwargs), warmup_runs=0)
+    check = policy.check_instruction
+    assert check(TEXT) is None
+    long = "x " * 2000  # 4000 bytes: passes the 4096-byte limit, ~4000 tokens > 2048 positions
+    problem = check(long)
+    assert problem and problem.startswith("prompt too long") and "2048" in problem
+    with pytest.raises(ValueError) as raised:
+        policy.predict(_obs(), Instruction(long, 0.0))
+    assert str(raised.value) == problem  # one rule, one message
+    # the longest prompt that fits is accepted by both
+    budget = policy.backend.max_positions - check.n_patches - 6
+    fits = next(n for n in range(budget, 0, -1)
+                if len(policy.family.prompt_ids(policy.tokenizer, "a " * n)) <= budget)
+    assert check("a " * fits) is None
+    assert policy.predict(_obs(), Instruction("a " * fits, 0.0)).actions.shape == (1, 7)
+    assert check("a " * (fits + 2)) is not None
+    assert pickle.loads(pickle.dumps(check))(long) == problem
+    assert len(pickle.dumps(check)) < 1_000_000  # the tokenizer, not the model

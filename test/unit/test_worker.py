@@ -1,4 +1,5 @@
-"""InferenceWorker: newest-only mailbox, faults on exceptions / NaN / hangs, recovery (no ROS)."""
+"""InferenceWorker: newest-only mailbox, faults on exceptions / NaN / hangs, recovery, undecoded frames
+decoded by the worker and damaged ones rejected (no ROS)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from test_images import camera_jpeg, damage_scan
 
+from vla_ros.core.images import CompressedFrame, ImageError
 from vla_ros.core.types import Instruction, Observation
 from vla_ros.runtime.synthetic import SyntheticPolicy, instruction_direction
 from vla_ros.runtime.worker import InferenceWorker
@@ -243,3 +246,82 @@ def test_process_worker_reports_a_factory_that_fails():
                                start_timeout_s=60)
     with pytest.raises(PolicyProcessError, match="building the policy failed: ValueError"):
         w.start()
+
+
+# ----- undecoded frames: decoded by the worker, newest only, damaged ones rejected ---------------
+class FakeFrame:
+    """A frame whose decode() is recorded; `bad` frames raise like a damaged JPEG."""
+
+    def __init__(self, stamp: float, decoded: list[float], bad: bool = False) -> None:
+        self.stamp, self._decoded, self._bad = stamp, decoded, bad
+
+    def decode(self) -> Observation:
+        self._decoded.append(self.stamp)
+        if self._bad:
+            raise ImageError("corrupt JPEG: Corrupt JPEG data: premature end of data segment")
+        return obs(self.stamp)
+
+
+def test_newer_frame_replaces_an_undecoded_older_one(make_worker):
+    policy = SyntheticPolicy(latency_s=0.2)
+    w, rec = make_worker(policy)
+    decoded: list[float] = []
+    w.submit_frame(FakeFrame(1.0, decoded), Instruction("a", 0.0))
+    assert wait_for(lambda: policy.calls)  # frame 1 is decoded and its call is running
+    for s in (2.0, 3.0, 4.0, 5.0):
+        w.submit_frame(FakeFrame(s, decoded), Instruction("a", 0.0))
+    assert wait_for(lambda: len(rec.chunks) == 2)
+    time.sleep(0.3)
+    assert decoded == [1.0, 5.0]  # the replaced frames were never decoded
+    assert [c.stamp for c in rec.chunks] == [1.0, 5.0] and w.stats.dropped == 3
+
+
+def test_bad_frame_is_rejected_never_reaches_policy_and_next_good_frame_runs(make_worker):
+    policy = SyntheticPolicy(latency_s=0.0)
+    rejects: list[tuple[str, Exception]] = []
+    w, rec = make_worker(policy, on_reject=lambda kind, exc: rejects.append((kind, exc)))
+    decoded: list[float] = []
+    w.submit_frame(FakeFrame(1.0, decoded, bad=True), Instruction("a", 0.0))
+    assert wait_for(lambda: rejects)
+    assert rejects[0][0] == "image" and isinstance(rejects[0][1], ImageError)
+    assert w.stats.rejected == 1 and policy.calls == [] and rec.faults == [] and not w.faulted
+    w.submit_frame(FakeFrame(2.0, decoded), Instruction("a", 0.0))
+    assert wait_for(lambda: rec.chunks)
+    assert policy.calls == [("a", 2.0)] and rec.chunks[0].stamp == 2.0 and w.stats.rejected == 1
+
+
+def test_real_damaged_jpeg_frame_is_rejected(make_worker):
+    policy = SyntheticPolicy(latency_s=0.0)
+    rejects: list[Exception] = []
+    w, rec = make_worker(policy, on_reject=lambda kind, exc: rejects.append(exc))
+    jpeg = camera_jpeg(0)
+    w.submit_frame(CompressedFrame.checked("jpeg", damage_scan(jpeg, "zero"), 1.0), Instruction("a", 0.0))
+    assert wait_for(lambda: rejects)
+    assert "corrupt JPEG" in str(rejects[0]) and policy.calls == []
+    w.submit_frame(CompressedFrame.checked("jpeg", jpeg, 2.0), Instruction("a", 0.0))
+    assert wait_for(lambda: rec.chunks) and policy.calls == [("a", 2.0)]
+
+
+def test_worker_reports_the_policy_input_size():
+    class Sized(SyntheticPolicy):
+        input_size = 224
+
+    assert InferenceWorker(Sized(), lambda c: None, lambda r: None).input_size == 224
+    assert InferenceWorker(SyntheticPolicy(), lambda c: None, lambda r: None).input_size is None
+
+
+def test_process_worker_decodes_in_the_parent_and_rejects_bad_frames(tmp_path):
+    w, rec, _ = make_process_worker(tmp_path)
+    rejects: list[Exception] = []
+    w.on_reject = lambda kind, exc: rejects.append(exc)
+    w.start()
+    try:
+        decoded: list[float] = []
+        w.submit_frame(FakeFrame(1.0, decoded, bad=True), Instruction("a", 0.0))
+        assert wait_for(lambda: rejects, 10.0)
+        w.submit_frame(FakeFrame(2.0, decoded), Instruction("a", 0.0))
+        assert wait_for(lambda: rec.chunks, 10.0)
+        assert decoded == [1.0, 2.0] and [c.stamp for c in rec.chunks] == [2.0] and rec.faults == []
+        assert w.input_size is None  # the synthetic policy has no model input size
+    finally:
+        assert w.stop(3.0)

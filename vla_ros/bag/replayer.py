@@ -46,8 +46,8 @@ from vla_ros.control.core import ControlCore
 from vla_ros.control.status import Counters, status_fields
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.images import ImageError
-from vla_ros.core.inputs import decode_string_cdr
-from vla_ros.core.types import Instruction, Observation, Policy
+from vla_ros.core.inputs import decode_instruction
+from vla_ros.core.types import Instruction, Observation, Policy, instruction_check
 from vla_ros.runtime.worker import run_policy
 
 NEVER = 2 ** 63  # a bag time after every event [ns]
@@ -113,6 +113,7 @@ class Replayer:
         # Lazy evaluation: run a call only when its result can matter (not for the measured model).
         self.lazy = options.lazy
         self.unapplied: Inference | None = None
+        self.check = instruction_check(policy)  # the node's check on arrival (prompt fits the model)
 
     # ----- inputs ---------------------------------------------------------------------------------
     def _reject(self, what: str, reason: str, t_ns: int) -> None:
@@ -148,10 +149,10 @@ class Replayer:
                 self.newest_seq += 1
         elif topic == topics.instruction:
             try:
-                text = decode_string_cdr(raw)  # decoded and checked exactly as the node does
-            except Exception as exc:  # InputError, bad CDR
+                text = decode_instruction(raw, self.check)  # decoded and checked exactly as the node does
+            except Exception as exc:  # InputError, bad CDR: an unusable instruction means HOLD
                 self._reject(f"instruction on {topic}", str(exc), t_ns)
-                return
+                text = ""
             self._set_instruction(text, t_ns)
         elif topic == topics.estop:
             try:

@@ -20,8 +20,9 @@ class TopicsConfig:
     camera_transport: str = param("raw", "raw: sensor_msgs/Image; compressed: CompressedImage",
                                   choices=("raw", "compressed"))
     camera_reliability: str = param(
-        "best_effort", "camera QoS reliability; must match the camera driver's publisher",
-        choices=("best_effort", "reliable"))
+        "auto", "camera QoS reliability; auto: reliable iff every publisher on the topic offers reliable, "
+        "re-chosen when publishers come and go (the rosbag2 rule)",
+        choices=("auto", "reliable", "best_effort"))
     instruction: str = param("vla/instruction",
                              "std_msgs/String; a new one replaces the old at once, empty = hold")
     estop: str = param("vla/estop", "std_msgs/Bool; true latches the e-stop until ~/reset_estop")
@@ -76,11 +77,16 @@ class ExecutionConfig:
     """Where the node's work runs: the policy's thread or process, the control thread's scheduling."""
 
     inference_process: bool = param(
-        False, "run the policy in a child process: the control loop never waits for its GIL, and a hung "
-        "policy is killed and rebuilt (recommended for CPU inference)")
+        True, "run the policy in a child process: the control loop never waits for its GIL, and a hung "
+        "policy is killed and rebuilt; where no child process can be started, a thread (one warning)")
     control_priority: int = param(
-        0, "SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE or an rtprio limit; normal "
-        "scheduling with a warning otherwise); 0 = normal scheduling", range=(0, 99))
+        50, "SCHED_FIFO priority of the control thread, 1-99 (50: as ros2_control's controller manager, "
+        "level with the kernel's interrupt threads on PREEMPT_RT); needs CAP_SYS_NICE or an rtprio limit, "
+        "else normal scheduling and one warning saying how to grant it; 0 = normal scheduling",
+        range=(0, 99))
+    inference_nice: int = param(
+        10, "niceness added to the inference child process: on a busy CPU the node's own threads, which "
+        "the control thread shares the GIL with, run before the model; 0 = as the node", range=(0, 19))
 
 
 @dataclass

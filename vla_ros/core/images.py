@@ -2,21 +2,43 @@
 
 Raw frames arrive as the fields of sensor_msgs/Image (encoding, height, width, step, is_bigendian,
 data); compressed frames as the fields of sensor_msgs/CompressedImage (format, data). Every
-malformed frame raises ImageError with a message that says what is wrong; nothing else escapes.
+malformed frame raises ImageError with a message that says what is wrong; nothing else escapes, and
+the native decoders print nothing (JPEG: libjpeg-turbo through simplejpeg in strict mode, so a
+damaged scan raises instead of decoding to grey blocks; PNG: chunk CRCs checked here, then Pillow,
+because OpenCV's libpng writes "libpng error" lines to stderr).
+
+`check_compressed` / `check_raw` are the cheap checks (header, size, end marker) done when a frame
+arrives; `CompressedFrame` / `RawFrame` hold a checked frame until `decode()` makes its Observation,
+so only the frame the policy will use is decoded.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import struct
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import Image as PILImage
+
+from vla_ros.core.types import Observation, Pose
 
 # Frames larger than this are refused before any pixel is touched (an 8K frame, 7680x4320, is).
 MAX_PIXELS = 4096 * 4096
 MAX_SIDE = 8192
 MAX_COMPRESSED_BYTES = 32 * 1024 * 1024
+
+# Reduced-scale JPEG decoding keeps each side >= DECODE_MARGIN x the model's input side, so the
+# model's own antialiased resize (PIL bicubic / INTER_AREA) still does the last >= 2x shrink and the
+# DCT scaling (an ideal low-pass per 8x8 block) only removes detail the model input cannot hold.
+DECODE_MARGIN = 2
+DEFAULT_MODEL_INPUT = 224  # OpenVLA's 224 x 224; used when the policy does not say
+JPEG_SCALES = (8, 4, 2)  # the libjpeg-turbo DCT scales with fast reduced IDCTs, smallest image first
 
 # encoding -> (channels, bytes per channel); the channel order is handled in _to_rgb.
 RAW_ENCODINGS: dict[str, tuple[int, int]] = {
@@ -58,9 +80,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                          f"{MAX_SIDE} per side)")
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
-               data: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode sensor_msgs/Image fields into a new RGB uint8 [H, W, 3] array, honouring `step` padding."""
+def check_raw(encoding: str, height: int, width: int, step: int, data: Any,
+              max_pixels: int = MAX_PIXELS) -> str:
+    """Check sensor_msgs/Image fields without touching pixels; returns the normalized encoding."""
     enc = str(encoding).strip().lower()
     if enc not in RAW_ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r} (supported: "
@@ -73,10 +95,20 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
         raise ImageError(f"step {step} is smaller than width * bytes per pixel = {row_bytes}")
     if step > 2 * row_bytes + 4096:
         raise ImageError(f"step {step} is implausibly large for a {width}-pixel {enc} row")
-    buf = _as_bytes_view(data)
-    if buf.size != step * height:
-        raise ImageError(f"data has {buf.size} bytes, expected height * step = {step * height}")
-    rows = buf.reshape(height, step)[:, :row_bytes]  # drop the row padding, [H, row_bytes]
+    size = _as_bytes_view(data).size
+    if size != step * height:
+        raise ImageError(f"data has {size} bytes, expected height * step = {step * height}")
+    return enc
+
+
+def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
+               data: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode sensor_msgs/Image fields into a new RGB uint8 [H, W, 3] array, honouring `step` padding."""
+    enc = check_raw(encoding, height, width, step, data, max_pixels)
+    height, width, step = int(height), int(width), int(step)
+    channels, depth = RAW_ENCODINGS[enc]
+    row_bytes = width * channels * depth
+    rows = _as_bytes_view(data).reshape(height, step)[:, :row_bytes]  # drop the row padding
     if depth == 2:
         dtype = np.dtype(">u2" if is_bigendian else "<u2")
         pixels16 = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
@@ -128,32 +160,161 @@ def probe_compressed_size(data: bytes) -> tuple[str, int, int]:
     raise ImageError("compressed image is neither JPEG nor PNG (corrupt or unsupported format)")
 
 
-def decode_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode sensor_msgs/CompressedImage fields (jpeg or png) into RGB uint8 [H, W, 3]."""
+def decode_min_size(input_size: int | None = None) -> tuple[int, int]:
+    """(width, height) a frame must keep when decoded for a model taking `input_size`^2 pixels."""
+    side = (input_size if input_size and input_size > 0 else DEFAULT_MODEL_INPUT) * DECODE_MARGIN
+    return side, side
+
+
+def jpeg_scale(width: int, height: int, min_size: tuple[int, int] | None) -> int:
+    """The largest DCT scale denominator (8, 4, 2, else 1) that keeps the image >= min_size."""
+    if min_size is None:
+        return 1
+    min_w, min_h = min_size
+    for denom in JPEG_SCALES:
+        if math.ceil(width / denom) >= min_w and math.ceil(height / denom) >= min_h:
+            return denom
+    return 1
+
+
+def check_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS) -> tuple[str, int, int]:
+    """The cheap checks of a CompressedImage (format, size, header, end marker): (kind, width, height)."""
     fmt_l = str(fmt).lower()
     if fmt_l and not any(k in fmt_l for k in ("jpeg", "jpg", "png")):
         raise ImageError(f"unsupported compressed format {fmt!r} (supported: jpeg, png)")
-    buf = _as_bytes_view(data)
-    if buf.size == 0:
+    raw = data if isinstance(data, bytes) else _as_bytes_view(data).tobytes()
+    if not raw:
         raise ImageError("compressed image has no data")
-    if buf.size > MAX_COMPRESSED_BYTES:
-        raise ImageError(f"compressed image of {buf.size} bytes is too large "
+    if len(raw) > MAX_COMPRESSED_BYTES:
+        raise ImageError(f"compressed image of {len(raw)} bytes is too large "
                          f"(limit {MAX_COMPRESSED_BYTES})")
-    raw = buf.tobytes()
     kind, width, height = probe_compressed_size(raw)
     _check_size(width, height, max_pixels)
-    tail = raw.rstrip(b"\x00")
+    tail = raw.rstrip(b"\x00")[-16:]  # some drivers pad the buffer with zeros
     if kind == "jpeg" and not tail.endswith(b"\xff\xd9"):
         raise ImageError("corrupt JPEG: truncated (no end-of-image marker)")
     if kind == "png" and b"IEND" not in tail[-12:]:
         raise ImageError("corrupt PNG: truncated (no IEND chunk)")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise ImageError(f"corrupt {kind.upper()}: the decoder rejected it")
-    if bgr.shape[:2] != (height, width):
-        raise ImageError(f"corrupt {kind.upper()}: header says {width}x{height}, "
-                         f"decoded {bgr.shape[1]}x{bgr.shape[0]}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return kind, width, height
+
+
+def check_png_chunks(raw: bytes) -> None:
+    """Walk the PNG chunks: every CRC must match, IHDR first, IEND last (zero padding after it)."""
+    pos, first = len(_PNG_MAGIC), True
+    while True:
+        if pos + 12 > len(raw):
+            raise ImageError("corrupt PNG: truncated (no IEND chunk)")
+        length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(raw):
+            raise ImageError(f"corrupt PNG: chunk {kind!r} runs past the end of the data")
+        (crc,) = struct.unpack(">I", raw[end - 4:end])
+        if zlib.crc32(raw[pos + 4:end - 4]) != crc:
+            raise ImageError(f"corrupt PNG: CRC mismatch in chunk {kind!r} at byte {pos}")
+        if first and kind != b"IHDR":
+            raise ImageError("corrupt PNG: the first chunk is not IHDR")
+        first, pos = False, end
+        if kind == b"IEND":
+            if raw[pos:].strip(b"\x00"):
+                raise ImageError("corrupt PNG: data after the IEND chunk")
+            return
+
+
+def _decode_png(raw: bytes) -> np.ndarray:
+    check_png_chunks(raw)
+    try:
+        with PILImage.open(io.BytesIO(raw), formats=["PNG"]) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the 8 high bits
+                gray = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+                return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+            if image.mode in ("P", "PA"):  # palette (with transparency): its colours, alpha dropped
+                image = image.convert("RGBA")
+            return np.array(image.convert("RGB"), dtype=np.uint8, order="C")
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error, ...
+        raise ImageError(f"corrupt PNG: the decoder rejected it ({exc})") from exc
+
+
+def _decode_jpeg(raw: bytes, width: int, height: int, min_size: tuple[int, int] | None) -> np.ndarray:
+    denom = jpeg_scale(width, height, min_size)
+    want_w, want_h = math.ceil(width / denom), math.ceil(height / denom)
+    try:  # strict: libjpeg warnings ("Corrupt JPEG data: ...") raise instead of printing
+        rgb = simplejpeg.decode_jpeg(raw, colorspace="RGB", strict=True, min_width=want_w,
+                                     min_height=want_h)
+    except (ValueError, RuntimeError) as exc:
+        raise ImageError(f"corrupt JPEG: {exc}") from exc
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < want_h or rgb.shape[1] < want_w:
+        raise ImageError(f"corrupt JPEG: header says {width}x{height}, decoded "
+                         f"{rgb.shape[1]}x{rgb.shape[0]} (scale 1/{denom})")
+    return rgb
+
+
+def decode_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS,
+                      min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode sensor_msgs/CompressedImage fields (jpeg or png) into RGB uint8 [H, W, 3].
+
+    `min_size` (width, height): a JPEG is decoded at the smallest DCT scale 1/2, 1/4, 1/8 that keeps
+    it at least this large (see decode_min_size); None decodes at full size. PNG is always full size.
+    """
+    raw = data if isinstance(data, bytes) else _as_bytes_view(data).tobytes()
+    kind, width, height = check_compressed(fmt, raw, max_pixels)
+    if kind == "png":
+        rgb = _decode_png(raw)
+        if rgb.shape[:2] != (height, width):
+            raise ImageError(f"corrupt PNG: header says {width}x{height}, "
+                             f"decoded {rgb.shape[1]}x{rgb.shape[0]}")
+        return rgb
+    return _decode_jpeg(raw, width, height, min_size)
+
+
+@dataclass(frozen=True)
+class CompressedFrame:
+    """A CompressedImage that passed `check_compressed`; `decode()` makes its Observation."""
+
+    fmt: str
+    data: bytes
+    stamp: float
+    pose: Pose | None = None
+    min_size: tuple[int, int] | None = None
+
+    @classmethod
+    def checked(cls, fmt: str, data: Any, stamp: float, pose: Pose | None = None,
+                min_size: tuple[int, int] | None = None) -> CompressedFrame:
+        """The frame after the cheap checks (raises ImageError)."""
+        raw = data if isinstance(data, bytes) else _as_bytes_view(data).tobytes()
+        check_compressed(fmt, raw)
+        return cls(str(fmt), raw, stamp, pose, min_size)
+
+    def decode(self) -> Observation:
+        """Decode the pixels (raises ImageError for a damaged frame)."""
+        return Observation(decode_compressed(self.fmt, self.data, min_size=self.min_size), self.stamp,
+                           self.pose)
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """An Image that passed `check_raw`; `decode()` makes its Observation."""
+
+    encoding: str
+    height: int
+    width: int
+    step: int
+    is_bigendian: bool
+    data: Any
+    stamp: float
+    pose: Pose | None = None
+
+    @classmethod
+    def checked(cls, encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
+                data: Any, stamp: float, pose: Pose | None = None) -> RawFrame:
+        """The frame after the cheap checks (raises ImageError)."""
+        check_raw(encoding, height, width, step, data)
+        return cls(str(encoding), int(height), int(width), int(step), bool(is_bigendian), data, stamp, pose)
+
+    def decode(self) -> Observation:
+        """Convert the pixels to RGB (raises ImageError)."""
+        rgb = decode_raw(self.encoding, self.height, self.width, self.step, self.is_bigendian, self.data)
+        return Observation(rgb, self.stamp, self.pose)
 
 
 def encode_raw(rgb: np.ndarray, encoding: str = "rgb8", row_padding: int = 0,

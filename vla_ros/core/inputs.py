@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from vla_ros.core.types import Pose
+from vla_ros.core.types import InstructionCheck, Pose
 
 MAX_INSTRUCTION_BYTES = 4096  # UTF-8 bytes; longer instructions are rejected, not truncated
 QUATERNION_NORM_TOLERANCE = 0.1  # |q| must be within 1 +- this; it is then normalized
@@ -39,6 +39,30 @@ def decode_string_cdr(raw: bytes, max_bytes: int = MAX_INSTRUCTION_BYTES) -> str
     if length < 1 or 8 + length > len(raw) or raw[8 + length - 1] != 0:
         raise InputError("instruction message is malformed (bad string length)")
     return sanitize_instruction(raw[8:8 + length - 1], max_bytes)
+
+
+def decode_instruction(raw: bytes, check: InstructionCheck | None = None) -> str:
+    """Text of a serialized std_msgs/String that the policy can run: decode_string_cdr, then the
+    policy's check (see core.types.instruction_check; the empty text means HOLD and is always fine).
+
+    Raises InputError with the reason; the node and replay then HOLD as for an empty instruction.
+    """
+    text = decode_string_cdr(raw)
+    if text and check is not None:
+        try:
+            problem = check(text)
+        except Exception as exc:  # the check is the policy's code: a failure makes the text unusable
+            problem = f"the policy's check failed: {type(exc).__name__}: {exc}"
+        if problem:
+            raise InputError(f"instruction not usable by the model: {problem}")
+    return text
+
+
+def loggable(text: str, limit: int = 80) -> str:
+    """`text` for a log line: quoted, control and non-printable characters escaped (repr style), at most
+    `limit` characters of it (then "... (N characters)")."""
+    more = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return repr(text[:limit]) + more
 
 
 def sanitize_instruction(data: bytes | str, max_bytes: int = MAX_INSTRUCTION_BYTES) -> str:

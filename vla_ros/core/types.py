@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -51,11 +52,25 @@ class ActionChunk:
 
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that turns an observation and an instruction into an action chunk."""
+    """Anything that turns an observation and an instruction into an action chunk.
+
+    Optional: `check_instruction(text) -> str | None`, why the policy cannot run `text` (None = usable),
+    called once when an instruction arrives; without it every instruction is accepted. It must be cheap,
+    thread-safe and picklable on its own (the process worker sends it from the child to the node).
+    """
 
     def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk: ...
 
     def describe(self) -> str: ...
+
+
+InstructionCheck = Callable[[str], "str | None"]  # instruction text -> why it is unusable, or None
+
+
+def instruction_check(policy: object) -> InstructionCheck | None:
+    """The policy's optional check_instruction, or None when it has none (every instruction is fine)."""
+    check = getattr(policy, "check_instruction", None)
+    return check if callable(check) else None
 
 
 def validate_chunk(chunk: ActionChunk) -> str | None:

@@ -15,7 +15,15 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from vla_ros.control.safety import Command, intervention_names
-from vla_ros.core.images import MAX_COMPRESSED_BYTES, MAX_PIXELS, ImageError, decode_compressed, decode_raw
+from vla_ros.core.images import (
+    MAX_COMPRESSED_BYTES,
+    MAX_PIXELS,
+    CompressedFrame,
+    ImageError,
+    RawFrame,
+    decode_compressed,
+    decode_raw,
+)
 from vla_ros.core.inputs import pose_from_fields
 from vla_ros.core.types import Pose
 from vla_ros.msg import EndEffectorCommand
@@ -51,8 +59,10 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return decode_compressed(msg.format, msg.data)
 
 
-def raw_camera_to_rgb(raw: bytes, compressed: bool) -> np.ndarray:
-    """Decode a serialized Image / CompressedImage, refusing oversized messages before parsing."""
+def camera_frame(raw: bytes, compressed: bool, stamp: float, pose: Pose | None = None,
+                 min_size: tuple[int, int] | None = None) -> CompressedFrame | RawFrame:
+    """A serialized Image / CompressedImage after the cheap checks (size before parsing, header, end
+    marker), not decoded yet; `min_size`: see vla_ros.core.images.decode_compressed."""
     limit = MAX_COMPRESSED_MESSAGE_BYTES if compressed else MAX_IMAGE_MESSAGE_BYTES
     if len(raw) > limit:
         raise ImageError(f"camera message of {len(raw)} bytes is too large (limit {limit})")
@@ -61,7 +71,15 @@ def raw_camera_to_rgb(raw: bytes, compressed: bool) -> np.ndarray:
         msg = deserialize_message(raw, msg_type)
     except Exception as exc:  # malformed CDR from a foreign publisher
         raise ImageError(f"cannot deserialize {msg_type.__name__}: {exc}") from exc
-    return compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+    if compressed:
+        return CompressedFrame.checked(msg.format, msg.data, stamp, pose, min_size)
+    return RawFrame.checked(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
+                            stamp, pose)
+
+
+def raw_camera_to_rgb(raw: bytes, compressed: bool, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a serialized Image / CompressedImage, refusing oversized messages before parsing."""
+    return camera_frame(raw, compressed, 0.0, min_size=min_size).decode().rgb
 
 
 # ----- pose --------------------------------------------------------------------------------------

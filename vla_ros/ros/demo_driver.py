@@ -97,7 +97,7 @@ class GraphOptions:
     task_kind: str = ""  # '' random, 'pick' or 'move'
     camera_rate_hz: float = 10.0
     expert: bool = False  # vla_node runs ExpertPolicy on the simulator's world, not the config's model
-    inference_process: bool = False
+    inference_process: bool = False  # True forces a child process; False keeps the config's choice
     verbose: bool = False
 
 
@@ -126,7 +126,7 @@ class InProcessGraph:
         try:
             self.vla = VlaNode(policy, node_name=VLA_NODE, context=self.context,
                                parameter_overrides=config_to_parameters(cfg),
-                               inference_process=opt.inference_process and policy is None)
+                               inference_process=True if opt.inference_process and policy is None else None)
         except ConfigError as exc:
             raise GraphError(f"vla_node: invalid parameter: {exc}") from exc
         log("loading the policy (configure vla_node) ...")
@@ -360,8 +360,8 @@ class EpisodeDriver:
         outcome.safety_interventions = int((interventions != 0).sum())
         statuses = [s for _, s in self.statuses[status_from:]]
         if statuses:
-            outcome.control_rate_hz = round(float(np.mean([s.control_rate_hz for s in statuses])), 3)
-            outcome.model_rate_hz = round(float(np.mean([s.model_rate_hz for s in statuses])), 3)
+            outcome.control_rate_hz = round(_mean_rate([s.control_rate_hz for s in statuses]), 3)
+            outcome.model_rate_hz = round(_mean_rate([s.model_rate_hz for s in statuses]), 3)
             outcome.inference_latency_s = round(float(np.mean([s.inference_latency_s for s in statuses])), 4)
             last = statuses[-1]
             outcome.final_state = last.state_name
@@ -371,3 +371,9 @@ class EpisodeDriver:
     def close(self) -> None:
         self._spinner.stop()
         self.node.destroy_node()
+
+
+def _mean_rate(rates: list[float]) -> float:
+    """Mean of the reported rates, skipping the "no full window yet" value (negative)."""
+    known = [r for r in rates if r >= 0]
+    return float(np.mean(known)) if known else 0.0

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from vla_ros.control.status import RATE_WINDOW_S, STALL_PERIODS
 from vla_ros.core.config import NodeConfig
 from vla_ros.msg import VlaStatus
+from vla_ros.ros.camera import CameraLinkStats
 from vla_ros.runtime.worker import WorkerStats
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-MIN_RATE_SHARE = 0.9  # an achieved control rate below this share of the target is a warning
 
 
 def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, worker: WorkerStats | None,
                      tick_errors: int, skipped_no_pose: int, rejected: dict[str, int],
-                     safety_counters: dict[str, int]) -> DiagnosticArray:
-    """The DiagnosticArray of node `name` (fully qualified) for status `s` and the node's counters."""
+                     safety_counters: dict[str, int], missed_ticks: int = 0, stalled_s: float = 0.0,
+                     camera: CameraLinkStats | None = None) -> DiagnosticArray:
+    """The DiagnosticArray of node `name` (fully qualified) for status `s` and the node's counters.
+
+    `missed_ticks`: ticks that never happened in the rate window; `stalled_s`: time without a tick when
+    that is a stall (control.status.LoopMonitor); the thresholds live in control/status.py.
+    """
     arr = DiagnosticArray()
     arr.header.stamp = s.header.stamp
 
@@ -24,11 +30,9 @@ def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, 
             level=level, name=f"{name}: {title}", message=message, hardware_id=name,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
 
-    target = cfg.control.control_rate_hz
-    rate_ok = s.control_rate_hz >= MIN_RATE_SHARE * target or not active
-    add("control loop", OK if rate_ok else WARN,
-        f"{s.control_rate_hz:.1f} Hz of {target:g} Hz" if active else "inactive",
-        {"target_rate_hz": target, "achieved_rate_hz": round(s.control_rate_hz, 2),
+    add("control loop", *_control_loop(s, cfg, active, missed_ticks, stalled_s),
+        {"target_rate_hz": cfg.control.control_rate_hz, "achieved_rate_hz": round(s.control_rate_hz, 2),
+         "rate_window_s": RATE_WINDOW_S, "missed_ticks_in_window": missed_ticks,
          "commands_published": s.commands_published, "tick_errors": tick_errors,
          "skipped_no_pose": skipped_no_pose, "output_mode": cfg.topics.output_mode})
     fault = s.state == VlaStatus.FAULT
@@ -38,11 +42,39 @@ def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, 
          "timeouts": worker.timeouts if worker else 0,
          "dropped_observations": worker.dropped if worker else 0})
     image_stale = s.image_age_s < 0 or s.image_age_s > cfg.safety.max_image_age_s
-    add("inputs", WARN if image_stale and active else OK, "no fresh camera image" if image_stale else "ok",
+    hint = camera.hint if camera is not None else ""
+    add("inputs", WARN if image_stale and active else OK,
+        ("no fresh camera image" + (f": {hint}" if hint else "")) if image_stale else "ok",
         {"image_age_s": round(s.image_age_s, 3), "instruction_age_s": round(s.instruction_age_s, 3),
          "action_age_s": round(s.action_age_s, 3), "instruction": s.instruction[:200],
-         **{f"rejected_{k}": v for k, v in rejected.items()}})
+         **{f"rejected_{k}": v for k, v in rejected.items()}, **_camera_values(camera)})
     level = {VlaStatus.FAULT: ERROR, VlaStatus.ESTOPPED: WARN}.get(s.state, OK)
     add("safety", level, s.state_name,
         {"state": s.state_name, "safety_interventions": s.safety_interventions, **safety_counters})
     return arr
+
+
+def _control_loop(s: VlaStatus, cfg: NodeConfig, active: bool, missed: int,
+                  stalled_s: float) -> tuple[int, str]:
+    """Level and message of the control-loop entry: WARN only for a stall or ticks that never happened."""
+    target = cfg.control.control_rate_hz
+    if not active:
+        return OK, "inactive"
+    if stalled_s > 0:
+        return WARN, f"stalled: no control tick for {stalled_s:.2f} s (> {STALL_PERIODS:g} periods)"
+    if s.control_rate_hz < 0:  # the first window is not full yet
+        return OK, f"measuring the rate (first {RATE_WINDOW_S:g} s), target {target:g} Hz"
+    rate = f"{s.control_rate_hz:.2f} Hz of {target:g} Hz"
+    if missed > 0:
+        return WARN, f"{rate}: {missed} tick(s) missed in the last {RATE_WINDOW_S:g} s"
+    return OK, rate
+
+
+def _camera_values(camera: CameraLinkStats | None) -> dict:
+    """The camera subscription's QoS in use, transport losses and the likely cause (README section)."""
+    if camera is None:
+        return {}
+    return {"camera_reliability": f"{camera.reliability} ({camera.mode})",
+            "camera_publishers": camera.publishers, "camera_frames_lost": camera.frames_lost,
+            "camera_incompatible_qos": camera.incompatible_qos, "camera_qos_switches": camera.switches,
+            "camera_hint": camera.hint}

@@ -1,8 +1,9 @@
 """vla_node: the managed (lifecycle) ROS 2 node that runs a VLA policy on a robot arm.
 
 Threads, so that nothing delays the control timer:
-- the caller's executor spins this node: camera/instruction/e-stop/pose callbacks (decoding
-  included), services, lifecycle transitions and the status timer;
+- the caller's executor spins this node: camera/instruction/e-stop/pose callbacks (a camera
+  frame is only checked there; the inference worker decodes it), services, lifecycle
+  transitions and the status timer;
 - the control timer lives on a small hidden helper node spun by its OWN SingleThreadedExecutor
   in its own thread (ros/control_timer.py, created on activate): it only calls `ControlCore.tick`
   and publishes;
@@ -26,35 +27,35 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Bool, Float64, Header, String
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command
-from vla_ros.control.status import Counters, status_fields
+from vla_ros.control.status import LastError, LoopMonitor
 from vla_ros.control.ticks import TickRecorder
 from vla_ros.core.config import NodeConfig
-from vla_ros.core.inputs import decode_string_cdr
-from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy
+from vla_ros.core.images import decode_min_size
+from vla_ros.core.inputs import decode_instruction
+from vla_ros.core.stats import RateWindow, Throttle
+from vla_ros.core.types import ActionChunk, Instruction, InstructionCheck, Policy
 from vla_ros.msg import VlaStatus
+from vla_ros.ros.camera import CameraSubscription
 from vla_ros.ros.control_timer import ControlTimer
 from vla_ros.ros.conversions import (
     OUTPUT_TYPES,
+    camera_frame,
     command_message,
     pose_from_msg,
-    raw_camera_to_rgb,
-    seconds_to_time,
 )
-from vla_ros.ros.diagnostics import diagnostic_array
+from vla_ros.ros.node_status import LOG_THROTTLE_S, StatusReporting
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
-from vla_ros.ros.qos import camera_qos, reliable_qos
+from vla_ros.ros.qos import reliable_qos
 from vla_ros.runtime.factory import start_worker
-from vla_ros.runtime.worker import InferenceWorker
-
-WARN_THROTTLE_S = 2.0
+from vla_ros.runtime.worker import Frame, InferenceWorker
 
 
-class VlaNode(LifecycleNode):
+class VlaNode(StatusReporting, LifecycleNode):
     """The lifecycle node `vla_node`; see the module docstring for its threads and transitions."""
 
     def __init__(self, policy: Policy | None = None, *, node_name: str = "vla_node",
@@ -88,19 +89,25 @@ class VlaNode(LifecycleNode):
         self.core: ControlCore | None = None
         self.worker: InferenceWorker | None = None
         self.ticks = TickRecorder(record_ticks)
-        self.last_error = ""
+        self._errors = LastError()  # behind the `last_error` property
+        self._log_gate = Throttle(LOG_THROTTLE_S)
+        self._check: InstructionCheck | None = None  # the policy's check_instruction (None: accept all)
+        self._rejected_raw = b""  # the last rejected instruction message (a repeat is not logged again)
+        self._loop: LoopMonitor | None = None  # control-loop rate / missed ticks, from activate
+        self._model_rate: RateWindow | None = None
         self.rejected: dict[str, int] = {"image": 0, "instruction": 0, "pose": 0}
         self.commands_published = 0
         self.tick_errors = 0
         self.skipped_no_pose = 0
         self._active = False
         self._instruction = Instruction("", 0.0)
-        self._latest_obs: Observation | None = None
+        self.camera_sub: CameraSubscription | None = None
+        self._latest_obs: Frame | None = None  # the newest camera frame, checked but not decoded
         self._backend = ""
         self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
         self._control: ControlTimer | None = None
-        self._status_prev: tuple[float, int, int] | None = None  # (monotonic, ticks, calls_ok)
         self._lifecycle_lock = threading.Lock()
+        self._reject_lock = threading.Lock()  # _reject runs in ROS callbacks and in the worker thread
 
     # ----- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -110,13 +117,16 @@ class VlaNode(LifecycleNode):
             core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s)
             worker = start_worker(cfg.policy, self._on_chunk, self._on_fault,
                                   in_process=cfg.execution.inference_process, policy=self._injected_policy,
-                                  policy_factory=self._policy_factory, nice=self._inference_nice)
+                                  policy_factory=self._policy_factory, nice=self._inference_nice,
+                                  process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning)
         except Exception as exc:  # rclpy would swallow it: say why before failing the transition
             self.last_error = f"configure failed: {exc}"
             self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
         self.config, self.policy, self.core, self.worker = cfg, worker.policy, core, worker
+        worker.on_reject = self._reject  # frames found damaged when decoded count as rejected inputs
         self._backend = worker.describe()
+        self._check = self._instruction_check(worker)
         self._create_interfaces(cfg)
         where = "thread" if worker.policy is not None else "process"
         self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
@@ -127,6 +137,7 @@ class VlaNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable publishing and start the control timer; the node stays DISARMED until ~/arm."""
         ret = super().on_activate(state)  # enables the lifecycle publishers
+        self._reset_rates()
         self._start_control_loop()
         self._active = True
         self.get_logger().info("active (DISARMED: call ~/arm to arm)")
@@ -176,9 +187,10 @@ class VlaNode(LifecycleNode):
         self._status_pub = self.create_publisher(VlaStatus, "~/status", rel)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
         # Camera and instruction arrive as raw bytes: size limits and strict UTF-8 come before parsing.
-        subs = [self.create_subscription(cam_type, topics.camera, self._on_camera,
-                                         camera_qos(topics.camera_reliability), raw=True),
-                self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True),
+        # The camera's reliability follows its publishers (auto) and transport losses are counted.
+        self.camera_sub = CameraSubscription(self, topics.camera, cam_type, self._on_camera,
+                                             topics.camera_reliability, raw=True)
+        subs = [self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True),
                 self.create_subscription(Bool, topics.estop, self._on_estop, rel)]
         if topics.pose:
             subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
@@ -188,6 +200,7 @@ class VlaNode(LifecycleNode):
         pubs = [p for p in (self._command_pub, self._gripper_pub) if p is not None]
         self._entities = ([(self.destroy_lifecycle_publisher, p) for p in pubs]
                           + [(self.destroy_publisher, p) for p in (self._status_pub, self._diag_pub)]
+                          + [(CameraSubscription.destroy, self.camera_sub)]
                           + [(self.destroy_subscription, s) for s in subs]
                           + [(self.destroy_service, s) for s in services]
                           + [(self.destroy_timer, status_timer)])
@@ -213,6 +226,7 @@ class VlaNode(LifecycleNode):
             destroy(entity)
         self._entities = []
         self.worker, self.policy, self.core, self._latest_obs = None, None, None, None
+        self.camera_sub = None
         self._instruction = Instruction("", 0.0)
 
     # ----- the control loop (its own node, executor and thread) ----------------------------------
@@ -232,7 +246,11 @@ class VlaNode(LifecycleNode):
             timer.stop()
 
     def _on_tick(self) -> None:
-        self.ticks.add(time.perf_counter())
+        t = time.perf_counter()
+        self.ticks.add(t)
+        loop = self._loop
+        if loop is not None:
+            loop.tick(t)
         core = self.core
         if core is None:
             return
@@ -241,7 +259,7 @@ class VlaNode(LifecycleNode):
         except Exception as exc:  # a bug must not stop the loop; nothing unfiltered is published
             self.tick_errors += 1
             self.last_error = f"control tick failed: {exc!r}"
-            self.get_logger().error(self.last_error, throttle_duration_sec=WARN_THROTTLE_S)
+            self.get_logger().error(self.last_error, throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, cmd: Command) -> None:
         cfg, pose = self.config, self.core.pose if self.core is not None else None
@@ -251,7 +269,7 @@ class VlaNode(LifecycleNode):
             self.skipped_no_pose += 1
             self.get_logger().warning(f"output_mode 'pose' but no fresh end-effector pose on "
                                       f"'{cfg.topics.pose}': nothing published",
-                                      throttle_duration_sec=WARN_THROTTLE_S)
+                                      throttle_duration_sec=LOG_THROTTLE_S)
             return
         self._command_pub.publish(command_message(cmd, cfg.topics.output_mode, cfg.control.frame_id,
                                                   1.0 / cfg.control.control_rate_hz, pose))
@@ -263,43 +281,48 @@ class VlaNode(LifecycleNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _reject(self, kind: str, exc: Exception) -> None:
-        self.rejected[kind] += 1
-        self.last_error = f"rejected {kind}: {exc}"
-        self.get_logger().warning(self.last_error, throttle_duration_sec=WARN_THROTTLE_S)
-
     def _on_camera(self, raw: bytes) -> None:
+        # Only the cheap checks here (size, header, end marker); the worker decodes the frame it runs,
+        # at a reduced JPEG scale for frames much larger than the model input.
         now = self._now()
+        core, worker = self.core, self.worker
         try:
-            rgb = raw_camera_to_rgb(raw, self.config.topics.camera_transport == "compressed")
+            frame = camera_frame(raw, self.config.topics.camera_transport == "compressed", now,
+                                 core.pose if core is not None else None,
+                                 decode_min_size(worker.input_size if worker is not None else None))
         except ValueError as exc:
             self._reject("image", exc)
             return
-        core = self.core
         if core is None:
             return
         core.on_image(now)
-        obs = Observation(rgb=rgb, stamp=now, pose=core.pose)
-        self._latest_obs = obs
-        self._maybe_infer(obs)
+        self._latest_obs = frame
+        self._maybe_infer(frame)
 
-    def _maybe_infer(self, obs: Observation) -> None:
+    def _maybe_infer(self, frame: Frame) -> None:
         instruction = self._instruction
         if self._active and instruction.text and self.worker is not None:
-            self.worker.submit(obs, instruction)
+            self.worker.submit_frame(frame, instruction)
 
     def _on_instruction(self, raw: bytes) -> None:
+        """Checked once here (size, UTF-8, the model's prompt positions); an unusable one means HOLD."""
         now = self._now()
         try:
-            text = decode_string_cdr(raw)
+            text = decode_instruction(raw, self._check)
         except ValueError as exc:
-            self._reject("instruction", exc)
-            return
+            repeated, self._rejected_raw = self._rejected_raw == raw, raw
+            self._reject("instruction", exc, log=not repeated)  # the same message again: not logged
+            text, usable = "", False
+        else:
+            self._errors.resolve("instruction")
+            self._rejected_raw = b""
+            usable = True
         core = self.core
         if core is None or not core.on_instruction(text, now):
             return
         self._instruction = Instruction(text, now)
-        self.get_logger().info(f"instruction: {text[:200]!r}" if text else "instruction cleared: HOLD")
+        if usable:
+            self._log_instruction(text)
         if not text:
             if self.worker is not None:
                 self.worker.clear()
@@ -346,6 +369,9 @@ class VlaNode(LifecycleNode):
         return response
 
     def _on_chunk(self, chunk: ActionChunk) -> None:  # worker thread
+        model_rate = self._model_rate
+        if model_rate is not None:
+            model_rate.add(time.perf_counter())
         core = self.core
         if core is not None:
             core.on_chunk(chunk, self._now())
@@ -356,47 +382,8 @@ class VlaNode(LifecycleNode):
             return
         core.set_fault(reason)
         if reason is None:
+            self._errors.resolve("policy")
             self.get_logger().info("policy recovered: FAULT cleared")
         else:
-            self.last_error = reason
-            self.get_logger().error(f"policy FAULT: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
-
-    # ----- status --------------------------------------------------------------------------------
-    def command_subscription_count(self) -> int:
-        """Subscribers matched on the command topic (0 before configure)."""
-        pub = getattr(self, "_command_pub", None)
-        return pub.get_subscription_count() if pub is not None else 0
-
-    def status(self) -> VlaStatus:
-        """The current VlaStatus (built from counters; also used by tests)."""
-        core, worker = self.core, self.worker
-        now, mono = self._now(), time.monotonic()
-        header = Header(stamp=seconds_to_time(now), frame_id=self.config.control.frame_id)
-        if core is None or worker is None:
-            return VlaStatus(header=header, state=VlaStatus.DISARMED, state_name="UNCONFIGURED",
-                             last_error=self.last_error or "")
-        ticks, calls = self.ticks.count, worker.stats.calls_ok
-        control_hz = model_hz = 0.0
-        if self._status_prev is not None and mono > self._status_prev[0]:
-            dt = mono - self._status_prev[0]
-            control_hz = (ticks - self._status_prev[1]) / dt
-            model_hz = (calls - self._status_prev[2]) / dt
-        self._status_prev = (mono, ticks, calls)
-        counters = Counters(
-            backend=self._backend, inference_latency_s=worker.stats.last_latency_s, model_rate_hz=model_hz,
-            control_rate_hz=control_hz, commands_published=self.commands_published,
-            rejected_inputs=sum(self.rejected.values()), policy_errors=worker.stats.errors,
-            last_error=self.last_error or worker.stats.last_error)
-        return VlaStatus(header=header, **status_fields(core, now, counters))
-
-    def _on_status(self) -> None:
-        try:
-            status, core, worker = self.status(), self.core, self.worker
-            self._status_pub.publish(status)
-            self._diag_pub.publish(diagnostic_array(
-                self.get_fully_qualified_name(), status, self.config, active=self._active,
-                worker=worker.stats if worker is not None else None, tick_errors=self.tick_errors,
-                skipped_no_pose=self.skipped_no_pose, rejected=self.rejected,
-                safety_counters=core.counters if core is not None else {}))
-        except Exception as exc:
-            self.get_logger().error(f"status not published: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
+            self._errors.set("policy", f"policy FAULT: {reason}", self._now())
+            self.get_logger().error(f"policy FAULT: {reason}", throttle_duration_sec=LOG_THROTTLE_S)

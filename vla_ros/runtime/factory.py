@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
+import multiprocessing
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,22 +86,53 @@ def make_policy(cfg: PolicyConfig) -> Policy:
     return policy
 
 
+_fallback_warned = False  # the thread fallback was announced (once per process)
+
+
+@functools.cache
+def child_process_support() -> str | None:
+    """None when multiprocessing can start a (spawn) child process here, else why not; checked once."""
+    try:
+        # os.getpid is a builtin: the test child imports nothing of ours and exits at once with 0.
+        child = multiprocessing.get_context("spawn").Process(target=os.getpid, daemon=True)
+        child.start()
+        child.join(60.0)
+    except (OSError, RuntimeError, ValueError, ImportError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if child.exitcode != 0:
+        child.kill()
+        return f"a test child process did not exit cleanly (exit code {child.exitcode})"
+    return None
+
+
 def start_worker(cfg: PolicyConfig, on_chunk: ChunkCallback, on_fault: FaultCallback, *,
                  in_process: bool = False, policy: Policy | None = None,
-                 policy_factory: Callable[[], Policy] | None = None, nice: int = 0) -> InferenceWorker:
+                 policy_factory: Callable[[], Policy] | None = None, nice: int = 0, process_nice: int = 0,
+                 warn: Callable[[str], None] | None = None) -> InferenceWorker:
     """The started inference worker for `cfg`; raises with the reason when the policy cannot be built.
 
     `policy`: a ready policy object, always run in a thread. Otherwise the policy comes from
-    `policy_factory` (picklable) or make_policy(cfg), in a child process when `in_process`.
-    `nice` (> 0) lowers the priority of the inference thread / process.
+    `policy_factory` (picklable) or make_policy(cfg), in a child process when `in_process` and the
+    platform can start one (else in a thread, after one `warn`ing). `nice` (> 0) lowers the priority
+    of the inference thread or process; `process_nice` that of a child process only (a thread shares
+    the GIL with the control loop: lowering it would make the loop wait for it longer).
     """
     if policy is None and in_process:
-        factory = policy_factory or functools.partial(make_policy, cfg)
-        worker: InferenceWorker = ProcessInferenceWorker(factory, on_chunk, on_fault, cfg.max_inference_s,
-                                                         nice=nice)
-    else:
-        if policy is None:
-            policy = policy_factory() if policy_factory is not None else make_policy(cfg)
-        worker = InferenceWorker(policy, on_chunk, on_fault, cfg.max_inference_s, nice=nice)
+        unsupported = child_process_support()
+        if unsupported is None:
+            factory = policy_factory or functools.partial(make_policy, cfg)
+            worker: InferenceWorker = ProcessInferenceWorker(factory, on_chunk, on_fault, cfg.max_inference_s,
+                                                             nice=nice or process_nice)
+            worker.start()
+            return worker
+        global _fallback_warned
+        if not _fallback_warned:  # once per process: the platform does not change
+            _fallback_warned = True
+            (warn or logging.getLogger(__name__).warning)(
+                f"execution.inference_process: child processes cannot be started here ({unsupported}); "
+                f"the policy runs in a thread of this process, so it can delay the control loop")
+    if policy is None:
+        policy = policy_factory() if policy_factory is not None else make_policy(cfg)
+    worker = InferenceWorker(policy, on_chunk, on_fault, cfg.max_inference_s, nice=nice)
     worker.start()
     return worker

@@ -96,4 +96,5 @@ def policy_for(checkpoint: str | Path, backend: Any, cfg: PolicyConfig) -> VlaPo
     stats = action_stats(read_norm_stats(path, spec), cfg.unnorm_key or None)
     return VlaPolicy(backend, tokenizer, family, family.action_tokenizer(spec, tokenizer),
                      ImagePreprocessor(read_preprocess(path, spec, cfg.center_crop)), stats,
-                     gripper_options(cfg), label=f"{family.name} {path.name} [{stats.key}]")
+                     gripper_options(cfg), label=f"{family.name} {path.name} [{stats.key}]",
+                     n_patches=spec.num_patches)

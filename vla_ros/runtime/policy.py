@@ -6,11 +6,14 @@ preprocess (image -> pixel_values; prompt -> ids, cached per instruction)
 -> detokenize (ids -> bin centres -> un-normalized with the dataset's q01/q99 -> gripper options).
 
 Anything non-finite or malformed raises (ValueError / FloatingPointError with the reason): the node
-turns exceptions into FAULT; an action is never clipped into shape silently.
+turns exceptions into FAULT; an action is never clipped into shape silently. An instruction whose
+prompt does not fit the model's positions is refused on arrival by `check_instruction` (PromptBudget,
+the same rule predict enforces), so it becomes a HOLD with a reason instead of a FAULT on every frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -34,12 +37,44 @@ class _PromptCache:
     rest: np.ndarray  # f32 [1, S - 1, D]
 
 
+@dataclass(frozen=True)
+class PromptBudget:
+    """The prompt-length rule: BOS + image patches + prompt + the decoded action tokens must fit the
+    model's positions. Callable as the policy's `check_instruction` (small and picklable)."""
+
+    tokenizer: object
+    family: Family
+    n_patches: int | None  # None until known (then every instruction passes the check)
+    n_actions: int
+    max_positions: int
+
+    def positions(self, n_prompt_ids: int, n_patches: int) -> int:
+        """Positions a prompt of `n_prompt_ids` ids (BOS included) takes with the patches and actions."""
+        return n_prompt_ids + n_patches + self.n_actions - 1
+
+    def problem(self, n_prompt_ids: int, n_patches: int) -> str | None:
+        """Why a prompt of `n_prompt_ids` ids does not fit, or None."""
+        length = self.positions(n_prompt_ids, n_patches)
+        if length <= self.max_positions:
+            return None
+        return (f"prompt too long: {length} positions ({n_prompt_ids} prompt tokens + {n_patches} image "
+                f"patches + {self.n_actions - 1} action tokens), the model has {self.max_positions}")
+
+    def __call__(self, text: str) -> str | None:
+        """Why the model cannot run instruction `text`, or None."""
+        if self.n_patches is None:
+            return None
+        ids = self.family.prompt_ids(self.tokenizer, text)
+        return self.problem(len(ids), self.n_patches)
+
+
 class VlaPolicy:
     """Policy over any Backend. `last_tokens` / `last_step_times` describe the latest call (bench, tests)."""
 
     def __init__(self, backend: Backend, tokenizer, family: Family, action_tokenizer: ActionTokenizer,
                  preprocessor: ImagePreprocessor, stats: ActionStats,
-                 gripper: GripperOptions | None = None, label: str = "") -> None:
+                 gripper: GripperOptions | None = None, label: str = "",
+                 n_patches: int | None = None) -> None:
         if stats.dim != ACTION_DIM:
             raise ValueError(f"the checkpoint's actions have {stats.dim} dimensions; vla_ros drives "
                              f"{ACTION_DIM} (dx, dy, dz, droll, dpitch, dyaw, gripper)")
@@ -52,6 +87,7 @@ class VlaPolicy:
         self.gripper = gripper or GripperOptions()
         self.label = label
         self.n_actions = stats.dim
+        self._budget = PromptBudget(tokenizer, family, n_patches, self.n_actions, backend.max_positions)
         self._prompt: _PromptCache | None = None
         self.last_tokens: np.ndarray = np.zeros(0, dtype=np.int64)
         self.last_step_times: list[float] = []
@@ -63,7 +99,12 @@ class VlaPolicy:
         stats = action_stats(loaded.norm_stats, unnorm_key or None)
         label = f"{loaded.family.name} {loaded.path.name} [{stats.key}]"
         return cls(backend, loaded.tokenizer, loaded.family, loaded.action_tokenizer,
-                   ImagePreprocessor(loaded.preprocess), stats, gripper, label)
+                   ImagePreprocessor(loaded.preprocess), stats, gripper, label, loaded.spec.num_patches)
+
+    @property
+    def check_instruction(self) -> PromptBudget:
+        """`check_instruction(text) -> str | None` (core.types.Policy): does the prompt fit the model?"""
+        return self._budget
 
     def describe(self) -> str:
         """E.g. "torch cpu fp32 openvla demo_vla [bridge_orig]"."""
@@ -100,10 +141,11 @@ class VlaPolicy:
         if not np.all(np.isfinite(patches)):
             raise FloatingPointError("the vision stage produced NaN/Inf patch embeddings")
         t2 = time.perf_counter()
-        length = prompt.ids.shape[0] + patches.shape[1] + self.n_actions - 1
-        if length > self.backend.max_positions:
-            raise ValueError(f"prompt too long: {length} positions, the model has "
-                             f"{self.backend.max_positions}")
+        if self._budget.n_patches != patches.shape[1]:  # learnt from the model when not given
+            self._budget = dataclasses.replace(self._budget, n_patches=int(patches.shape[1]))
+        problem = self._budget.problem(prompt.ids.shape[0], patches.shape[1])
+        if problem is not None:
+            raise ValueError(problem)
         embeds = np.concatenate([prompt.first, patches.astype(np.float32), prompt.rest], axis=1)
         logits, state = self.backend.prefill(embeds)
         tokens = np.empty(self.n_actions, dtype=np.int64)

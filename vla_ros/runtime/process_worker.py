@@ -3,19 +3,32 @@
 The caller's threads (the ROS control timer) never wait for the policy's GIL, and a hung policy is
 killed and rebuilt instead of abandoned. The child answers each (observation, instruction) with
 the result of `run_policy`, so a call is checked exactly as in the thread worker.
+
+Camera frames are decoded in the parent's worker thread (InferenceWorker._run), not in the child:
+a damaged frame is counted in the parent like in the thread worker and never crosses to the model's
+process, and the child stays free of image codecs (the decoders release the GIL while they run).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
 from collections.abc import Callable
 
-from vla_ros.core.types import Instruction, Observation, Policy
-from vla_ros.runtime.worker import CallResult, ChunkCallback, FaultCallback, InferenceWorker, run_policy
+from vla_ros.core.types import Instruction, InstructionCheck, Observation, Policy, instruction_check
+from vla_ros.runtime.worker import (
+    CallResult,
+    ChunkCallback,
+    FaultCallback,
+    InferenceWorker,
+    RejectCallback,
+    policy_input_size,
+    run_policy,
+)
 
 
 class PolicyProcessError(RuntimeError):
@@ -32,7 +45,7 @@ def _policy_process_main(conn, factory: Callable[[], Policy], nice: int) -> None
             pass
     try:
         policy = factory()
-        conn.send(("ready", str(policy.describe())))
+        conn.send(("ready", str(policy.describe()), policy_input_size(policy), _sendable_check(policy)))
     except Exception as exc:
         conn.send(("fatal", f"building the policy failed: {type(exc).__name__}: {exc}"))
         return
@@ -50,6 +63,16 @@ def _policy_process_main(conn, factory: Callable[[], Policy], nice: int) -> None
             conn.send((None, f"policy result cannot be sent back: {exc!r}"))
 
 
+def _sendable_check(policy: Policy) -> InstructionCheck | None:
+    """The policy's check_instruction when it can be sent to the parent (else None: accept all)."""
+    check = instruction_check(policy)
+    try:
+        pickle.dumps(check)
+    except Exception:  # e.g. a bound method of a policy holding a lock or a model
+        return None
+    return check
+
+
 class ProcessInferenceWorker(InferenceWorker):
     """InferenceWorker whose policy runs in a child process (multiprocessing, spawn).
 
@@ -60,8 +83,9 @@ class ProcessInferenceWorker(InferenceWorker):
 
     def __init__(self, factory: Callable[[], Policy], on_chunk: ChunkCallback, on_fault: FaultCallback,
                  max_inference_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "vla-inference", nice: int = 0, start_timeout_s: float = 120.0) -> None:
-        super().__init__(None, on_chunk, on_fault, max_inference_s, clock, name, nice=0)
+                 name: str = "vla-inference", nice: int = 0, start_timeout_s: float = 120.0,
+                 on_reject: RejectCallback | None = None) -> None:
+        super().__init__(None, on_chunk, on_fault, max_inference_s, clock, name, nice=0, on_reject=on_reject)
         self._factory = factory
         self._child_nice = nice
         self._start_timeout_s = start_timeout_s
@@ -69,6 +93,8 @@ class ProcessInferenceWorker(InferenceWorker):
         self._conn = None
         self._proc_lock = threading.Lock()
         self.description = ""
+        self._input_size: int | None = None
+        self.instruction_check: InstructionCheck | None = None  # the child policy's, sent when it started
         self.restarts = 0
 
     def start(self) -> None:
@@ -88,6 +114,11 @@ class ProcessInferenceWorker(InferenceWorker):
         """The child policy's describe(), as it reported it when it started."""
         return self.description
 
+    @property
+    def input_size(self) -> int | None:
+        """The child policy's model input side, as it reported it when it started."""
+        return self._input_size
+
     def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
@@ -99,7 +130,7 @@ class ProcessInferenceWorker(InferenceWorker):
             process.kill()
             raise PolicyProcessError(f"the policy process did not start within {self._start_timeout_s:g} s")
         try:
-            kind, text = parent.recv()
+            kind, text, *rest = parent.recv()  # ("ready", describe, input size, check) or ("fatal", why)
         except (EOFError, OSError) as exc:
             process.kill()
             raise PolicyProcessError(f"the policy process died while starting: {exc!r}") from exc
@@ -109,6 +140,8 @@ class ProcessInferenceWorker(InferenceWorker):
         with self._proc_lock:
             self._process, self._conn = process, parent
         self.description = text
+        self._input_size = rest[0] if rest else None
+        self.instruction_check = rest[1] if len(rest) > 1 else None
 
     def _kill(self, graceful: bool = False) -> None:
         with self._proc_lock:

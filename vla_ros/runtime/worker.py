@@ -1,7 +1,9 @@
 """The inference worker: one thread that runs the policy on the newest observation only (ROS-free).
 
-The mailbox holds one (observation, instruction) pair; a newer submit replaces an older one that
-has not started, so no queue grows while the model is slower than the camera. A call that raises,
+The mailbox holds one (observation or undecoded frame, instruction) pair; a newer submit replaces an
+older one that has not started, so no queue grows while the model is slower than the camera, and
+only the frame the policy will use is decoded (by this thread, when it takes the mailbox). A frame
+that fails to decode is reported to `on_reject` and never reaches the policy. A call that raises,
 returns an invalid chunk (vla_ros.core.types.validate_chunk) or runs longer than `max_inference_s`
 reports a fault; the first call that succeeds in time afterwards reports the recovery.
 vla_ros.runtime.process_worker runs the same loop with the policy in a child process.
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
 
@@ -40,6 +43,23 @@ def run_policy(policy: Policy, observation: Observation, instruction: Instructio
 
 ChunkCallback = Callable[[ActionChunk], None]
 FaultCallback = Callable[["str | None"], None]  # reason, or None when the policy works again
+RejectCallback = Callable[[str, Exception], None]  # (input kind "image", why), for a frame that fails
+
+
+class Frame(Protocol):
+    """A camera frame checked on arrival but not decoded (vla_ros.core.images.CompressedFrame, RawFrame)."""
+
+    stamp: float
+
+    def decode(self) -> Observation: ...
+
+
+def policy_input_size(policy: object) -> int | None:
+    """The side of the square image the policy's model takes (VlaPolicy: its preprocessor's), or None."""
+    size = getattr(policy, "input_size", None)
+    if size is None:
+        size = getattr(getattr(getattr(policy, "preprocessor", None), "cfg", None), "image_size", None)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 @dataclass
@@ -51,6 +71,8 @@ class WorkerStats:
     errors: int = 0  # raised, invalid output, or too slow
     timeouts: int = 0
     dropped: int = 0  # submissions replaced before they ran
+    rejected: int = 0  # frames that failed to decode (never reached the policy)
+    last_decode_s: float = 0.0
     last_latency_s: float = 0.0
     last_error: str = ""
 
@@ -60,16 +82,17 @@ class InferenceWorker:
 
     def __init__(self, policy: Policy | None, on_chunk: ChunkCallback, on_fault: FaultCallback,
                  max_inference_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "vla-inference", nice: int = 0) -> None:
+                 name: str = "vla-inference", nice: int = 0, on_reject: RejectCallback | None = None) -> None:
         self.policy = policy  # None in the process worker: the policy lives in the child
         self._on_chunk = on_chunk
         self._on_fault = on_fault
+        self.on_reject = on_reject  # settable after construction (the node sets it after start_worker)
         self._max_s = float(max_inference_s)
         self._clock = clock
         self._name = name
         self._nice = nice
         self._cond = threading.Condition()
-        self._slot: tuple[Observation, Instruction] | None = None
+        self._slot: tuple[Observation | Frame, Instruction] | None = None
         self._call_started: float | None = None  # clock() when the running call began
         self._call_id = 0
         self._timed_out_call = -1  # id of the call the watchdog already reported
@@ -106,11 +129,23 @@ class InferenceWorker:
     # -- inputs -------------------------------------------------------------------------------
     def submit(self, observation: Observation, instruction: Instruction) -> None:
         """Offer the newest observation; replaces any pending one that has not started."""
+        self._put(observation, instruction)
+
+    def submit_frame(self, frame: Frame, instruction: Instruction) -> None:
+        """Offer the newest undecoded frame; this thread decodes it only if it is still the newest."""
+        self._put(frame, instruction)
+
+    def _put(self, item: Observation | Frame, instruction: Instruction) -> None:
         with self._cond:
             if self._slot is not None:
                 self.stats.dropped += 1
-            self._slot = (observation, instruction)
+            self._slot = (item, instruction)
             self._cond.notify_all()
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the policy's square model input, when the policy says (see policy_input_size)."""
+        return policy_input_size(self.policy)
 
     def clear(self) -> None:
         """Drop the pending observation (e.g. the instruction became empty)."""
@@ -151,8 +186,11 @@ class InferenceWorker:
                     self._cond.wait()
                 if self._stopping:
                     return
-                observation, instruction = self._slot
+                item, instruction = self._slot
                 self._slot = None
+            observation = self._decode(item)
+            if observation is None:
+                continue  # rejected: the next good frame runs
             problem = self._prepare()
             if problem is not None:
                 self._fail(problem)
@@ -168,7 +206,10 @@ class InferenceWorker:
                 latency = self._clock() - started
                 self._call_started = None
                 reported_by_watchdog = self._timed_out_call == call_id
+                stopping = self._stopping
                 self._cond.notify_all()
+            if stopping:
+                return  # stopped during the call: not the policy's fault
             self.stats.last_latency_s = latency
             if reported_by_watchdog:
                 continue  # the fault is already reported; a late chunk is discarded
@@ -184,10 +225,26 @@ class InferenceWorker:
                 self._notify(self._on_fault, None)
             self._notify(self._on_chunk, chunk)
 
-    def _notify(self, callback: Callable, arg: object) -> None:
+    def _decode(self, item: Observation | Frame) -> Observation | None:
+        """The observation of a submitted item; None (counted, reported) when the frame is damaged."""
+        if isinstance(item, Observation):
+            return item
+        started = time.perf_counter()
+        try:
+            observation = item.decode()
+        except Exception as exc:  # ImageError, or any failure of the decoder: the input is rejected
+            self.stats.rejected += 1
+            if self.on_reject is not None:
+                self._notify(self.on_reject, "image", exc)
+            return None
+        finally:
+            self.stats.last_decode_s = time.perf_counter() - started
+        return observation
+
+    def _notify(self, callback: Callable, *args: object) -> None:
         """Call a consumer callback; its own bugs must not stop the worker."""
         try:
-            callback(arg)
+            callback(*args)
         except Exception as exc:
             self.stats.last_error = f"callback {getattr(callback, '__name__', callback)} raised {exc!r}"
 
