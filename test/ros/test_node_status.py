@@ -13,7 +13,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
-from vla_harness import NodeHarness, wait_for  # noqa: E402
+from vla_harness import NodeHarness, harnesses, wait_for  # noqa: E402
 from vla_ros.msg import VlaStatus  # noqa: E402
 
 from vla_ros.control.status import NO_RATE  # noqa: E402
@@ -30,19 +30,8 @@ LONG = "x " * 2000  # 4000 bytes (under the 4096-byte limit), ~4000 tokens: more
 
 @pytest.fixture
 def harness():
-    made: list[NodeHarness] = []
-
-    def make(policy, params=None, **kw) -> NodeHarness:
-        h = NodeHarness(policy, {**BASE, **(params or {})}, **kw)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        policy = h.node.policy if h.node is not None else None
-        if isinstance(policy, SyntheticPolicy):
-            policy.release()
-        h.close()
+    with harnesses(BASE) as make:
+        yield make
 
 
 def moving(m) -> bool:

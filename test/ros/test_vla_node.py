@@ -24,7 +24,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
-from vla_harness import RGB, NodeHarness, image_msg, wait_for  # noqa: E402
+from vla_harness import RGB, NodeHarness, harnesses, image_msg, wait_for  # noqa: E402
 from vla_ros.msg import EndEffectorCommand, VlaStatus  # noqa: E402
 
 from vla_ros.control.safety import Intervention  # noqa: E402
@@ -40,21 +40,8 @@ D = Intervention
 
 @pytest.fixture
 def harness():
-    made: list[NodeHarness] = []
-
-    def make(policy=None, params=None, **kw) -> NodeHarness:
-        if policy is None and "policy_factory" not in kw:
-            policy = SyntheticPolicy(latency_s=0.03)
-        h = NodeHarness(policy, {**BASE, **(params or {})}, **kw)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        policy = h.node.policy if h.node is not None else None
-        if isinstance(policy, SyntheticPolicy):
-            policy.release()
-        h.close()
+    with harnesses(BASE, lambda: SyntheticPolicy(latency_s=0.03)) as make:
+        yield make
 
 
 def vec(v) -> np.ndarray:

@@ -8,10 +8,11 @@ subscribers and the ~/arm and ~/reset_estop clients.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import rclpy
@@ -30,6 +31,7 @@ from vla_ros.msg import EndEffectorCommand, VlaStatus
 from vla_ros.core.images import encode_raw
 from vla_ros.ros.node import VlaNode
 from vla_ros.ros.qos import camera_qos, reliable_qos
+from vla_ros.runtime.synthetic import SyntheticPolicy
 
 _counter = itertools.count()
 RGB = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -196,3 +198,25 @@ class NodeHarness:
         wait_for(check, timeout)
         return found[0] if found else None
 
+
+@contextlib.contextmanager
+def harnesses(base: dict, default_policy: Callable[[], object] | None = None) -> Iterator[Callable]:
+    """`make(policy=None, params=None, **kw) -> NodeHarness` with `base` parameters under `params`;
+    every harness made is closed (and its synthetic policy released) at the end."""
+    made: list[NodeHarness] = []
+
+    def make(policy=None, params: dict | None = None, **kw) -> NodeHarness:
+        if policy is None and default_policy is not None and "policy_factory" not in kw:
+            policy = default_policy()
+        h = NodeHarness(policy, {**base, **(params or {})}, **kw)
+        made.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in made:
+            policy = h.node.policy if h.node is not None else None
+            if isinstance(policy, SyntheticPolicy):
+                policy.release()
+            h.close()

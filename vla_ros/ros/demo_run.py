@@ -252,7 +252,9 @@ class DemoRun:
                          "settle_seconds": args.settle_seconds, "camera_rate_hz": args.camera_rate_hz,
                          "control_rate_hz": cfg.control.control_rate_hz,
                          "action_period_s": cfg.control.action_period_s,
-                         "inference_process": args.inference_process, "attach": args.attach,
+                         "inference_process": bool(args.policy == "model" and (
+                             args.inference_process or cfg.execution.inference_process)),
+                         "attach": args.attach,
                          "ros_domain_id": os.environ.get("ROS_DOMAIN_ID", "0")},
             "bag": bag_info, "plot": plot_info, "timings": self.timings, "errors": self.errors,
         }
