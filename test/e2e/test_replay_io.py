@@ -29,7 +29,11 @@ from vla_ros.bag.io import (
     typestore,
 )
 from vla_ros.bag.make_bag import gradient_frames, write_camera_bag
+from vla_ros.bag.replay_types import ReplayOptions
+from vla_ros.bag.replayer import replay_bag
 from vla_ros.bag.writer import BagWriter
+from vla_ros.core.config import NodeConfig
+from vla_ros.core.types import ActionChunk, Instruction, Observation
 
 
 def _command(t_ns: int, dx: float) -> object:
@@ -239,3 +243,28 @@ def test_compressed_camera_replays(tmp_path: Path, fmt: str) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["inputs"]["image_encodings"] == {fmt: 30} and summary["inputs"]["rejected_inputs"] == 0
     assert summary["inputs"]["image_stamp_source"] == "header" and summary["inference"]["calls"] == 31
+
+
+class ShapeRecorder:
+    """A policy double for a 224-pixel model that records the size of every frame it is given."""
+
+    input_size = 224
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
+        self.shapes.append(observation.rgb.shape)
+        return ActionChunk(np.zeros((1, 7)), observation.stamp, instruction.text)
+
+    def describe(self) -> str:
+        return "shape recorder"
+
+
+def test_large_jpeg_frames_replay_at_the_node_s_reduced_scale(tmp_path: Path) -> None:
+    bag = write_camera_bag(tmp_path / "bag", gradient_frames(1920, 1080), duration_s=0.5, rate_hz=10.0,
+                           compressed="jpeg")
+    policy = ShapeRecorder()
+    replay_bag(bag, tmp_path / "out", NodeConfig(), policy, ReplayOptions(plot=False))
+    # 1/2 scale keeps >= 2 x 224 = 448 pixels per side (1/4 would not), as vla_node decodes it
+    assert policy.shapes and set(policy.shapes) == {(540, 960, 3)}

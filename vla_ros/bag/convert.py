@@ -10,12 +10,13 @@ from vla_ros.bag.io import COMPRESSED_IMAGE, IMAGE, stamp_ns
 from vla_ros.core.images import RAW_ENCODINGS, ImageError, decode_compressed, decode_raw
 
 
-def image_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of a sensor_msgs/Image or CompressedImage; ImageError when malformed."""
+def image_rgb(msg: Any, msgtype: str, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a sensor_msgs/Image or CompressedImage (a large JPEG at the reduced scale
+    that keeps `min_size`, as vla_node decodes it); ImageError when malformed."""
     if msgtype == IMAGE:
         return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
     if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(msg.format, msg.data)
+        return decode_compressed(msg.format, msg.data, min_size=min_size)
     raise ImageError(f"message type {msgtype} is not an image")
 
 

@@ -77,11 +77,11 @@ def input_topics(bag: BagReader, topics: ReplayTopics, require_pose: bool, fixed
     return {t: bag.topics[t].msgtype for t in wanted}
 
 
-def decode_image(raw: bytes, msgtype: str) -> tuple[Any, np.ndarray]:
+def decode_image(raw: bytes, msgtype: str, min_size: tuple[int, int] | None = None) -> tuple[Any, np.ndarray]:
     """(message, RGB uint8 [H, W, 3]) of a camera frame; ImageError for an encoding we do not decode."""
     msg = deserialize(raw, msgtype)
     check_image_format(msg, msgtype)
-    return msg, image_rgb(msg, msgtype)
+    return msg, image_rgb(msg, msgtype, min_size)
 
 
 def image_encoding(msg: Any) -> str:

@@ -45,10 +45,10 @@ from vla_ros.bag.writer import AtomicDir, BagWriter
 from vla_ros.control.core import ControlCore
 from vla_ros.control.status import Counters, status_fields
 from vla_ros.core.config import NodeConfig
-from vla_ros.core.images import ImageError
+from vla_ros.core.images import ImageError, decode_min_size
 from vla_ros.core.inputs import decode_instruction
 from vla_ros.core.types import Instruction, Observation, Policy, instruction_check
-from vla_ros.runtime.worker import run_policy
+from vla_ros.runtime.worker import policy_input_size, run_policy
 
 NEVER = 2 ** 63  # a bag time after every event [ns]
 
@@ -89,6 +89,7 @@ class Replayer:
     def __init__(self, config: NodeConfig, policy: Policy, options: ReplayOptions) -> None:
         self.config = config
         self.policy = policy
+        self.decode_min_size = decode_min_size(policy_input_size(policy))  # as the node decodes frames
         self.options = options
         ctl = config.control
         self.tick_ns = int(round(NS_PER_S / ctl.control_rate_hz))
@@ -131,7 +132,7 @@ class Replayer:
             self.flush()  # instructions, e-stops and poses change what a held-back chunk would do
         if topic == topics.camera:
             try:
-                msg, rgb = decode_image(raw, msgtype)
+                msg, rgb = decode_image(raw, msgtype, self.decode_min_size)
             except ImageError as exc:
                 if record.image_count == 0 and self.newest is None:
                     raise ReplayError(f"camera topic {topic}: the first frame cannot be decoded: "
