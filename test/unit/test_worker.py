@@ -170,7 +170,7 @@ def test_synthetic_policy_rejects_unknown_modes():
 
 
 # ----- the policy in a child process -------------------------------------------------------------
-def make_process_worker(tmp_path, max_s=1.0, latency_s=0.0):
+def make_process_worker(tmp_path, max_s=1.0, latency_s=0.0, on_reject=None):
     from functools import partial
 
     from vla_ros.runtime.process_worker import ProcessInferenceWorker
@@ -179,7 +179,8 @@ def make_process_worker(tmp_path, max_s=1.0, latency_s=0.0):
     mode_file.write_text("ok")
     rec = Recorder()
     factory = partial(SyntheticPolicy, latency_s=latency_s, mode_file=str(mode_file), hang_limit_s=30.0)
-    w = ProcessInferenceWorker(factory, rec.on_chunk, rec.on_fault, max_inference_s=max_s, start_timeout_s=60)
+    w = ProcessInferenceWorker(factory, rec.on_chunk, rec.on_fault, max_inference_s=max_s, start_timeout_s=60,
+                               on_reject=on_reject)
     return w, rec, mode_file
 
 
@@ -311,9 +312,8 @@ def test_worker_reports_the_policy_input_size():
 
 
 def test_process_worker_decodes_in_the_parent_and_rejects_bad_frames(tmp_path):
-    w, rec, _ = make_process_worker(tmp_path)
     rejects: list[Exception] = []
-    w.on_reject = lambda kind, exc: rejects.append(exc)
+    w, rec, _ = make_process_worker(tmp_path, on_reject=lambda kind, exc: rejects.append(exc))
     w.start()
     try:
         decoded: list[float] = []

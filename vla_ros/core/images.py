@@ -32,6 +32,7 @@ from vla_ros.core.types import Observation, Pose
 MAX_PIXELS = 4096 * 4096
 MAX_SIDE = 8192
 MAX_COMPRESSED_BYTES = 32 * 1024 * 1024
+TAIL_BYTES = 64 * 1024  # the end of a compressed frame searched for its end marker, zero padding included
 
 # Reduced-scale JPEG decoding keeps each side >= DECODE_MARGIN x the model's input side, so the
 # model's own antialiased resize (PIL bicubic / INTER_AREA) still does the last >= 2x shrink and the
@@ -190,7 +191,9 @@ def check_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS) -> tuple
                          f"(limit {MAX_COMPRESSED_BYTES})")
     kind, width, height = probe_compressed_size(raw)
     _check_size(width, height, max_pixels)
-    tail = raw.rstrip(b"\x00")[-16:]  # some drivers pad the buffer with zeros
+    # Some drivers pad the buffer with zeros: strip them from the end only (no copy of the frame).
+    tail = raw[-TAIL_BYTES:].rstrip(b"\x00") or raw.rstrip(b"\x00")
+    tail = tail[-16:]
     if kind == "jpeg" and not tail.endswith(b"\xff\xd9"):
         raise ImageError("corrupt JPEG: truncated (no end-of-image marker)")
     if kind == "png" and b"IEND" not in tail[-12:]:
@@ -258,6 +261,12 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS,
     """
     raw = data if isinstance(data, bytes) else _as_bytes_view(data).tobytes()
     kind, width, height = check_compressed(fmt, raw, max_pixels)
+    return _decode_checked(kind, raw, width, height, min_size)
+
+
+def _decode_checked(kind: str, raw: bytes, width: int, height: int,
+                    min_size: tuple[int, int] | None) -> np.ndarray:
+    """Decode a frame that passed check_compressed (its kind and header size given)."""
     if kind == "png":
         rgb = _decode_png(raw)
         if rgb.shape[:2] != (height, width):
@@ -271,7 +280,9 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = MAX_PIXELS,
 class CompressedFrame:
     """A CompressedImage that passed `check_compressed`; `decode()` makes its Observation."""
 
-    fmt: str
+    kind: str  # jpeg or png, from the header
+    width: int
+    height: int
     data: bytes
     stamp: float
     pose: Pose | None = None
@@ -282,13 +293,13 @@ class CompressedFrame:
                 min_size: tuple[int, int] | None = None) -> CompressedFrame:
         """The frame after the cheap checks (raises ImageError)."""
         raw = data if isinstance(data, bytes) else _as_bytes_view(data).tobytes()
-        check_compressed(fmt, raw)
-        return cls(str(fmt), raw, stamp, pose, min_size)
+        kind, width, height = check_compressed(fmt, raw)
+        return cls(kind, width, height, raw, stamp, pose, min_size)
 
     def decode(self) -> Observation:
         """Decode the pixels (raises ImageError for a damaged frame)."""
-        return Observation(decode_compressed(self.fmt, self.data, min_size=self.min_size), self.stamp,
-                           self.pose)
+        rgb = _decode_checked(self.kind, self.data, self.width, self.height, self.min_size)
+        return Observation(rgb, self.stamp, self.pose)
 
 
 @dataclass(frozen=True)

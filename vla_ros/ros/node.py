@@ -118,15 +118,15 @@ class VlaNode(StatusReporting, LifecycleNode):
             worker = start_worker(cfg.policy, self._on_chunk, self._on_fault,
                                   in_process=cfg.execution.inference_process, policy=self._injected_policy,
                                   policy_factory=self._policy_factory, nice=self._inference_nice,
-                                  process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning)
+                                  process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning,
+                                  on_reject=self._reject)  # frames damaged when decoded: rejected inputs
         except Exception as exc:  # rclpy would swallow it: say why before failing the transition
             self.last_error = f"configure failed: {exc}"
             self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
         self.config, self.policy, self.core, self.worker = cfg, worker.policy, core, worker
-        worker.on_reject = self._reject  # frames found damaged when decoded count as rejected inputs
         self._backend = worker.describe()
-        self._check = self._instruction_check(worker)
+        self._check = worker.instruction_check
         self._create_interfaces(cfg)
         where = "thread" if worker.policy is not None else "process"
         self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
@@ -296,6 +296,7 @@ class VlaNode(StatusReporting, LifecycleNode):
         if core is None:
             return
         core.on_image(now)
+        self._errors.resolve("image", now)  # an image rejected earlier is no longer the last word
         self._latest_obs = frame
         self._maybe_infer(frame)
 
@@ -341,8 +342,13 @@ class VlaNode(StatusReporting, LifecycleNode):
         except ValueError as exc:
             self._reject("pose", exc)
             return
-        if self.core is not None and not self.core.on_pose(pose):
-            self._reject("pose", ValueError(self.core.last_error))
+        core = self.core
+        if core is None:
+            return
+        if core.on_pose(pose):
+            self._errors.resolve("pose", pose.stamp)  # a pose rejected earlier is no longer the last word
+        else:
+            self._reject("pose", ValueError(core.last_error))
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         core = self.core

@@ -9,11 +9,9 @@ from std_msgs.msg import Header
 from vla_ros.control.status import NO_RATE, RATE_WINDOW_S, Counters, LoopMonitor, status_fields
 from vla_ros.core.inputs import loggable
 from vla_ros.core.stats import RateWindow
-from vla_ros.core.types import InstructionCheck, instruction_check
 from vla_ros.msg import VlaStatus
 from vla_ros.ros.conversions import seconds_to_time
 from vla_ros.ros.diagnostics import diagnostic_array
-from vla_ros.runtime.worker import InferenceWorker
 
 LOG_THROTTLE_S = 10.0  # per-message log lines (rejections, instruction changes): one per key and period
 
@@ -61,14 +59,6 @@ class StatusReporting:
         else:
             self._errors.clear()
 
-    def _instruction_check(self, worker: InferenceWorker) -> InstructionCheck | None:
-        """The policy's check_instruction: from the policy in this process, or as the process worker's
-        child reported it (`instruction_check`); None (accept everything) when the policy has none."""
-        if worker.policy is not None:
-            return instruction_check(worker.policy)
-        check = getattr(worker, "instruction_check", None)
-        return check if callable(check) else None
-
     def _log_instruction(self, text: str) -> None:
         self._log_throttled("instruction", f"instruction: {loggable(text)}" if text else
                             "instruction cleared: HOLD", info=True)
@@ -88,10 +78,6 @@ class StatusReporting:
         if core is None or worker is None:
             return VlaStatus(header=header, state=VlaStatus.DISARMED, state_name="UNCONFIGURED",
                              last_error=self.last_error, control_rate_hz=NO_RATE, model_rate_hz=NO_RATE)
-        if core.image_stamp is not None:
-            self._errors.resolve("image", core.image_stamp)  # a newer image was accepted since
-        if core.pose is not None:
-            self._errors.resolve("pose", core.pose.stamp)
         loop, model = self._loop, self._model_rate
         control_hz = loop.rate(perf) if loop is not None else None
         model_hz = model.rate(perf) if model is not None else None

@@ -22,7 +22,7 @@ from vla_ros.model.normalization import GripperOptions
 from vla_ros.model.spec import CheckpointError
 from vla_ros.runtime.policy import VlaPolicy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
-from vla_ros.runtime.worker import ChunkCallback, FaultCallback, InferenceWorker
+from vla_ros.runtime.worker import ChunkCallback, FaultCallback, InferenceWorker, RejectCallback
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "demo_vla"
 
@@ -108,21 +108,23 @@ def child_process_support() -> str | None:
 def start_worker(cfg: PolicyConfig, on_chunk: ChunkCallback, on_fault: FaultCallback, *,
                  in_process: bool = False, policy: Policy | None = None,
                  policy_factory: Callable[[], Policy] | None = None, nice: int = 0, process_nice: int = 0,
-                 warn: Callable[[str], None] | None = None) -> InferenceWorker:
+                 warn: Callable[[str], None] | None = None,
+                 on_reject: RejectCallback | None = None) -> InferenceWorker:
     """The started inference worker for `cfg`; raises with the reason when the policy cannot be built.
 
     `policy`: a ready policy object, always run in a thread. Otherwise the policy comes from
     `policy_factory` (picklable) or make_policy(cfg), in a child process when `in_process` and the
     platform can start one (else in a thread, after one `warn`ing). `nice` (> 0) lowers the priority
     of the inference thread or process; `process_nice` that of a child process only (a thread shares
-    the GIL with the control loop: lowering it would make the loop wait for it longer).
+    the GIL with the control loop: lowering it would make the loop wait for it longer). `on_reject`
+    gets the frames that fail to decode.
     """
     if policy is None and in_process:
         unsupported = child_process_support()
         if unsupported is None:
             factory = policy_factory or functools.partial(make_policy, cfg)
             worker: InferenceWorker = ProcessInferenceWorker(factory, on_chunk, on_fault, cfg.max_inference_s,
-                                                             nice=nice or process_nice)
+                                                             nice=nice or process_nice, on_reject=on_reject)
             worker.start()
             return worker
         global _fallback_warned
@@ -133,6 +135,6 @@ def start_worker(cfg: PolicyConfig, on_chunk: ChunkCallback, on_fault: FaultCall
                 f"the policy runs in a thread of this process, so it can delay the control loop")
     if policy is None:
         policy = policy_factory() if policy_factory is not None else make_policy(cfg)
-    worker = InferenceWorker(policy, on_chunk, on_fault, cfg.max_inference_s, nice=nice)
+    worker = InferenceWorker(policy, on_chunk, on_fault, cfg.max_inference_s, nice=nice, on_reject=on_reject)
     worker.start()
     return worker

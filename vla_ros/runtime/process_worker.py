@@ -94,7 +94,7 @@ class ProcessInferenceWorker(InferenceWorker):
         self._proc_lock = threading.Lock()
         self.description = ""
         self._input_size: int | None = None
-        self.instruction_check: InstructionCheck | None = None  # the child policy's, sent when it started
+        self._check: InstructionCheck | None = None  # the child policy's, sent when it started
         self.restarts = 0
 
     def start(self) -> None:
@@ -119,6 +119,11 @@ class ProcessInferenceWorker(InferenceWorker):
         """The child policy's model input side, as it reported it when it started."""
         return self._input_size
 
+    @property
+    def instruction_check(self) -> InstructionCheck | None:
+        """The child policy's check_instruction, as it sent it when it started (None: accept all)."""
+        return self._check
+
     def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
@@ -141,7 +146,7 @@ class ProcessInferenceWorker(InferenceWorker):
             self._process, self._conn = process, parent
         self.description = text
         self._input_size = rest[0] if rest else None
-        self.instruction_check = rest[1] if len(rest) > 1 else None
+        self._check = rest[1] if len(rest) > 1 else None
 
     def _kill(self, graceful: bool = False) -> None:
         with self._proc_lock:

@@ -19,7 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy, validate_chunk
+from vla_ros.core.types import (
+    ActionChunk,
+    Instruction,
+    InstructionCheck,
+    Observation,
+    Policy,
+    instruction_check,
+    validate_chunk,
+)
 
 CallResult = tuple[ActionChunk | None, str | None]  # (chunk, None) or (None, why it failed)
 
@@ -86,7 +94,7 @@ class InferenceWorker:
         self.policy = policy  # None in the process worker: the policy lives in the child
         self._on_chunk = on_chunk
         self._on_fault = on_fault
-        self.on_reject = on_reject  # settable after construction (the node sets it after start_worker)
+        self._on_reject = on_reject
         self._max_s = float(max_inference_s)
         self._clock = clock
         self._name = name
@@ -146,6 +154,11 @@ class InferenceWorker:
     def input_size(self) -> int | None:
         """The side of the policy's square model input, when the policy says (see policy_input_size)."""
         return policy_input_size(self.policy)
+
+    @property
+    def instruction_check(self) -> InstructionCheck | None:
+        """The policy's check_instruction (None: it accepts every instruction)."""
+        return instruction_check(self.policy)
 
     def clear(self) -> None:
         """Drop the pending observation (e.g. the instruction became empty)."""
@@ -234,8 +247,8 @@ class InferenceWorker:
             observation = item.decode()
         except Exception as exc:  # ImageError, or any failure of the decoder: the input is rejected
             self.stats.rejected += 1
-            if self.on_reject is not None:
-                self._notify(self.on_reject, "image", exc)
+            if self._on_reject is not None:
+                self._notify(self._on_reject, "image", exc)
             return None
         finally:
             self.stats.last_decode_s = time.perf_counter() - started
