@@ -22,11 +22,19 @@ class Pose:
 
 @dataclass(frozen=True)
 class Observation:
-    """One camera frame, RGB uint8 [H, W, 3], with the stamp it was taken at (seconds)."""
+    """The primary camera's frame, RGB uint8 [H, W, 3], with the stamp it was taken at (seconds);
+    optionally further cameras (in the checkpoint's camera order) and the robot's proprio vector."""
 
     rgb: np.ndarray
     stamp: float
     pose: Pose | None = None
+    extra_images: tuple[np.ndarray, ...] = ()  # e.g. the wrist camera(s), RGB uint8 [H, W, 3] each
+    proprio: np.ndarray | None = None  # float64 [P] in the checkpoint's layout (LIBERO: 8), robot units
+
+    @property
+    def images(self) -> tuple[np.ndarray, ...]:
+        """Every camera's frame, primary first."""
+        return (self.rgb, *self.extra_images)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class ActionChunk:
     stamp: float  # stamp of the observation the chunk was computed from
     instruction: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    normalized: np.ndarray | None = None  # the model's actions before un-normalization and scaling
 
 
 @runtime_checkable
@@ -65,6 +74,40 @@ class Policy(Protocol):
 
 
 InstructionCheck = Callable[[str], "str | None"]  # instruction text -> why it is unusable, or None
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """What a policy needs in each Observation and gives per call: cameras (primary first), the proprio
+    length (0 = none) and the actions per chunk. A policy exposes it as its optional `inputs` attribute."""
+
+    cameras: int = 1
+    proprio_dim: int = 0
+    chunk: int = 1
+
+
+def policy_inputs(policy: object) -> PolicyInputs:
+    """The policy's `inputs`, or the single-camera, no-proprio, one-action default."""
+    inputs = getattr(policy, "inputs", None)
+    return inputs if isinstance(inputs, PolicyInputs) else PolicyInputs()
+
+
+def observation_problem(observation: Observation, inputs: PolicyInputs) -> str | None:
+    """Why `observation` does not fit the policy's inputs (camera count, proprio length), or None."""
+    n = len(observation.images)
+    if n != inputs.cameras:
+        return f"the policy takes {inputs.cameras} camera image(s), the observation has {n}"
+    proprio = observation.proprio
+    if inputs.proprio_dim == 0:
+        return None
+    if proprio is None:
+        return f"the policy needs a proprio vector of {inputs.proprio_dim} values; none was given"
+    p = np.asarray(proprio)
+    if p.shape != (inputs.proprio_dim,):
+        return f"the policy needs a proprio vector of {inputs.proprio_dim} values, got shape {p.shape}"
+    if not np.all(np.isfinite(p)):
+        return "the proprio vector contains NaN or Inf"
+    return None
 
 
 def instruction_check(policy: object) -> InstructionCheck | None:

@@ -251,7 +251,22 @@ class LmCore(nn.Module):
         if last_only:
             h = h[:, -1:]
         h = _plan_norm(h, plan.norm, plan.norm_w, plan.norm_eps)
-        return F.linear(h, plan.head_w, plan.head_b).float(), present
+        return self.logits(h), present
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Normed last hidden states [B, S, D] -> float32 logits [B, S, V] (the LM head)."""
+        plan = self._current_plan()
+        return F.linear(hidden, plan.head_w, plan.head_b).float()
+
+    def hidden_all(self, inputs_embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden states after the final norm [B, S, D] at every position (OFT's head input)."""
+        plan = self._current_plan()
+        s = inputs_embeds.shape[1]
+        cos, sin = self._rope(0, s, inputs_embeds.dtype)
+        h = inputs_embeds
+        for layer in plan.layers:
+            h, _, _ = self._layer(layer, h, cos, sin, mask, None, None)
+        return _plan_norm(h, plan.norm, plan.norm_w, plan.norm_eps)
 
     def prefill(self, inputs_embeds: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -268,5 +283,4 @@ class LmCore(nn.Module):
     def forward_all(self, inputs_embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits at every position [B, S, V] without a cache (reference, teacher forcing; with
         `bidirectional_mask(S, S)` OFT's parallel pass)."""
-        logits, _ = self._run(inputs_embeds, None, mask, last_only=False)
-        return logits
+        return self.logits(self.hidden_all(inputs_embeds, mask))

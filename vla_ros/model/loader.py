@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from safetensors import safe_open
 from vla_ros.model.action_tokenizer import ActionTokenizer
 from vla_ros.model.families import Family, resolve_family
 from vla_ros.model.preprocess import PreprocessSpec
+from vla_ros.model.settings import VlaSettings, read_settings
 from vla_ros.model.spec import CheckpointError, VlaSpec, read_json
 from vla_ros.model.tokenizer import TextTokenizer
 from vla_ros.model.vision import is_dead_tower_key, released_to_module_key
@@ -47,6 +48,7 @@ class LoadedVla:
     preprocess: PreprocessSpec
     dtype: str
     device: str
+    settings: VlaSettings = field(default_factory=VlaSettings)
 
 
 def _listing(keys: list[str] | set[str]) -> str:
@@ -96,7 +98,7 @@ def scan_shards(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
             absent = set(listed) - keys
             if absent:
                 raise CheckpointError(f"shard {file} lacks tensors its index lists: {_listing(absent)}")
-            for key in keys:
+            for key in (listed or keys):  # the index decides (a converted FiLM checkpoint re-points towers)
                 if key in found:
                     raise CheckpointError(f"tensor {key} is in two shards: {found[key][0]} and {file}")
                 found[key] = (file, tuple(f.get_slice(key).get_shape()))
@@ -144,10 +146,41 @@ def check_keys(model_shapes: dict[str, tuple[int, ...]], found: dict[str, tuple[
     return mapping
 
 
-def build_meta_model(cfg: VlaSpec, family: Family) -> VlaModel:
+def build_meta_model(cfg: VlaSpec, family: Family, settings: VlaSettings | None = None) -> VlaModel:
     """The model with parameters on the meta device (no memory, no init)."""
     with torch.device("meta"):
-        return VlaModel(cfg, family.llm_class(cfg.llm_model_type))
+        return VlaModel(cfg, family.llm_class(cfg.llm_model_type), settings=settings)
+
+
+def check_settings(settings: VlaSettings, found: dict[str, tuple[str, tuple[int, ...]]], cfg: VlaSpec
+                   ) -> None:
+    """The settings against the tensor shapes: a wrong preset is an error naming the mismatch (the chunk
+    length and the camera count appear in no tensor, so they cannot be checked here)."""
+    d = cfg.llm_hidden
+    head = found.get("action_head.model.fc1.weight")
+    if settings.action_head == "l1_regression":
+        if head is None:
+            raise CheckpointError("action_head 'l1_regression' but there is no action head (the source needs "
+                                  "an action_head--*checkpoint.pt; or use --action-head discrete)")
+        inputs = head[1][1]
+        if inputs != d * settings.action_dim:
+            raise CheckpointError(f"action_dim {settings.action_dim} does not match the action head: it "
+                                  f"takes {inputs} = {inputs / d:g} x {d} inputs, i.e. action_dim "
+                                  f"{inputs / d:g} (wrong --preset or --action-dim?)")
+    elif head is not None:
+        raise CheckpointError(f"action_head {settings.action_head!r} but the checkpoint has an L1-regression "
+                              f"action head")
+    proprio = found.get("proprio_projector.fc1.weight")
+    if settings.proprio_dim and proprio is None:
+        raise CheckpointError(f"proprio_dim {settings.proprio_dim} but there is no proprio projector (the "
+                              f"source needs a proprio_projector--*checkpoint.pt; or use --proprio-dim 0)")
+    if proprio is not None and proprio[1][1] != settings.proprio_dim:
+        raise CheckpointError(f"proprio_dim {settings.proprio_dim} does not match the proprio projector, "
+                              f"which takes {proprio[1][1]} (wrong --preset or --proprio-dim?)")
+    has_film = any(".film." in k for k in found)
+    if has_film != settings.film:
+        raise CheckpointError(f"film {settings.film}, but the checkpoint {'has' if has_film else 'has no'} "
+                              f"FiLM tensors")
 
 
 def _materialize(model: VlaModel, dtype: torch.dtype, device: str) -> None:
@@ -252,14 +285,16 @@ def load_vla(path: str | Path, dtype: str = "fp32", device: str = "cpu", family:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} requested but CUDA is not available")
     cfg = VlaSpec.from_dir(path)
-    fam = resolve_family(cfg, family)
+    settings = read_settings(path)
+    fam = resolve_family(cfg, family or (settings.family if settings.parallel else None))
     tokenizer = TextTokenizer(path)
     action_tokenizer = fam.action_tokenizer(cfg, tokenizer)
-    model = build_meta_model(cfg, fam)
+    model = build_meta_model(cfg, fam, settings)
     tied = model.tied_embeddings
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()
               if not (tied and k == "language_model.lm_head.weight")}
     found = scan_shards(path)
+    check_settings(settings, found, cfg)
     mapping = check_keys(shapes, found, cfg, tied)
     _materialize(model, DTYPES[dtype], device)
     load_weights(model, path, mapping, found)
@@ -267,4 +302,5 @@ def load_vla(path: str | Path, dtype: str = "fp32", device: str = "cpu", family:
     model.core.refresh_rope()
     return LoadedVla(path=path, spec=cfg, family=fam, model=model, tokenizer=tokenizer,
                      action_tokenizer=action_tokenizer, norm_stats=read_norm_stats(path, cfg),
-                     preprocess=read_preprocess(path, cfg, center_crop, resize), dtype=dtype, device=device)
+                     preprocess=read_preprocess(path, cfg, center_crop, resize), dtype=dtype, device=device,
+                     settings=settings)

@@ -24,14 +24,19 @@ class UnnormKeyError(KeyError):
         return str(self.args[0])
 
 
+BOUNDS = {"q99": ("q01", "q99"), "minmax": ("min", "max")}  # OFT's BOUNDS_Q99 and BOUNDS
+
+
 @dataclass(frozen=True)
 class ActionStats:
-    """q01/q99/mask of one dataset's actions (float64 / bool arrays of the action dimension)."""
+    """Low/high bounds (q01/q99, or min/max) and mask of one dataset's actions (float64 / bool arrays);
+    `eps` is added to the span when un-normalizing (OFT: 1e-8; OpenVLA: 0)."""
 
     key: str
-    q01: np.ndarray
-    q99: np.ndarray
+    q01: np.ndarray  # the low bound
+    q99: np.ndarray  # the high bound
     mask: np.ndarray
+    eps: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -55,30 +60,45 @@ def select_unnorm_key(norm_stats: dict, unnorm_key: str | None) -> str:
     return unnorm_key
 
 
-def action_stats(norm_stats: dict, unnorm_key: str | None = None) -> ActionStats:
-    """Parse and check the action statistics of one dataset."""
+def action_stats(norm_stats: dict, unnorm_key: str | None = None, bounds: str = "q99", eps: float = 0.0,
+                 part: str = "action") -> ActionStats:
+    """Parse and check the statistics of one dataset's `part` ("action" or "proprio") with the given
+    bounds ("q99": q01/q99, "minmax": min/max)."""
     key = select_unnorm_key(norm_stats, unnorm_key)
+    low_name, high_name = BOUNDS[bounds]
     entry = norm_stats[key]
-    action = entry.get("action") if isinstance(entry, dict) else None
-    if not isinstance(action, dict) or "q01" not in action or "q99" not in action:
-        raise UnnormKeyError(f"norm_stats[{key!r}] has no 'action' entry with q01 and q99")
-    q01 = np.asarray(action["q01"], dtype=np.float64)
-    q99 = np.asarray(action["q99"], dtype=np.float64)
-    mask = np.asarray(action.get("mask", [True] * len(q01)), dtype=bool)
-    if q01.ndim != 1 or q01.shape != q99.shape or q01.shape != mask.shape:
-        raise UnnormKeyError(f"norm_stats[{key!r}]['action']: q01, q99, mask must be equal-length lists")
-    if not (np.all(np.isfinite(q01)) and np.all(np.isfinite(q99))):
-        raise UnnormKeyError(f"norm_stats[{key!r}]['action']: q01/q99 contain NaN or Inf")
-    return ActionStats(key=key, q01=q01, q99=q99, mask=mask)
+    values = entry.get(part) if isinstance(entry, dict) else None
+    where = f"norm_stats[{key!r}][{part!r}]"
+    if not isinstance(values, dict) or low_name not in values or high_name not in values:
+        raise UnnormKeyError(f"norm_stats[{key!r}] has no {part!r} entry with {low_name} and {high_name}")
+    low = np.asarray(values[low_name], dtype=np.float64)
+    high = np.asarray(values[high_name], dtype=np.float64)
+    mask = np.asarray(values.get("mask", [True] * len(low)), dtype=bool)
+    if low.ndim != 1 or low.shape != high.shape or low.shape != mask.shape:
+        raise UnnormKeyError(f"{where}: {low_name}, {high_name}, mask must be equal-length lists")
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise UnnormKeyError(f"{where}: {low_name}/{high_name} contain NaN or Inf")
+    return ActionStats(key=key, q01=low, q99=high, mask=mask, eps=eps)
 
 
 def unnormalize(normalized: np.ndarray, stats: ActionStats) -> np.ndarray:
-    """[..., D] in [-1, 1] -> robot units: where(mask, 0.5 (a + 1) (q99 - q01) + q01, a)."""
+    """[..., D] in [-1, 1] -> robot units: where(mask, 0.5 (a + 1) (high - low + eps) + low, a)."""
     a = np.asarray(normalized, dtype=np.float64)
     if a.shape[-1] != stats.dim:
         raise ValueError(f"actions have {a.shape[-1]} dimensions, the statistics {stats.dim}")
+    span = stats.q99 - stats.q01 + stats.eps
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite results are the caller's check
-        return np.where(stats.mask, 0.5 * (a + 1.0) * (stats.q99 - stats.q01) + stats.q01, a)
+        return np.where(stats.mask, 0.5 * (a + 1.0) * span + stats.q01, a)
+
+
+def normalize_proprio(proprio: np.ndarray, stats: ActionStats) -> np.ndarray:
+    """OFT's proprio normalization: clip(where(mask, 2 (x - low) / (high - low + eps) - 1, x), -1, 1)."""
+    x = np.asarray(proprio, dtype=np.float64)
+    if x.shape[-1] != stats.dim:
+        raise ValueError(f"proprio has {x.shape[-1]} values, the statistics {stats.dim}")
+    span = stats.q99 - stats.q01 + stats.eps
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return np.clip(np.where(stats.mask, 2.0 * (x - stats.q01) / span - 1.0, x), -1.0, 1.0)
 
 
 def normalize(actions: np.ndarray, stats: ActionStats) -> np.ndarray:

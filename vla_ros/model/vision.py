@@ -13,6 +13,7 @@ from timm.layers import get_act_layer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from vla_ros.model.oft import film_block, film_layers
 from vla_ros.model.spec import TowerSpec, VlaSpec
 
 # Checkpoint key suffixes of the released towers that the truncated towers do not have.
@@ -45,16 +46,24 @@ class TruncatedViT(VisionTransformer):
     `gamma`). forward: pixels [B, 3, H, W] -> features [B, P, C] with P = (H / patch)^2.
     """
 
-    def __init__(self, spec: TowerSpec, image_size: int, act_override: str | None = None) -> None:
+    def __init__(self, spec: TowerSpec, image_size: int, act_override: str | None = None,
+                 film_dim: int = 0) -> None:
         super().__init__(global_pool="", final_norm=False,
                          **vit_kwargs(spec, image_size, spec.depth - 1, act_override))
         self.spec = spec
+        self.film = film_layers(len(self.blocks), film_dim, spec.embed_dim) if film_dim else None
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, pixels: torch.Tensor, condition: torch.Tensor | None = None  # type: ignore[override]
+                ) -> torch.Tensor:
+        """`condition` [B, D_llm]: FiLM's vector (towers built with `film_dim` only)."""
         x = self.patch_embed(pixels)
         x = self._pos_embed(x)
         x = self.norm_pre(x)
-        x = self.blocks(x)
+        if self.film is None:
+            x = self.blocks(x)
+        else:
+            for block, film in zip(self.blocks, self.film):
+                x = film_block(block, film, x, condition)
         return x[:, self.num_prefix_tokens:]
 
 
@@ -71,18 +80,20 @@ class VisionBackbone(nn.Module):
     with its own mean/std) -> [B, P, sum of tower dims].
     """
 
-    def __init__(self, cfg: VlaSpec) -> None:
+    def __init__(self, cfg: VlaSpec, film: bool = False) -> None:
         super().__init__()
         acts = cfg.timm_override_act_layers or [None] * cfg.n_towers
-        self.featurizer = TruncatedViT(cfg.tower_specs[0], cfg.image_size, acts[0])
-        self.fused_featurizer = (TruncatedViT(cfg.tower_specs[1], cfg.image_size, acts[1])
+        film_dim = cfg.llm_hidden if film else 0
+        self.featurizer = TruncatedViT(cfg.tower_specs[0], cfg.image_size, acts[0], film_dim)
+        self.fused_featurizer = (TruncatedViT(cfg.tower_specs[1], cfg.image_size, acts[1], film_dim)
                                  if cfg.n_towers == 2 else None)
         self.n_towers = cfg.n_towers
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.featurizer(pixel_values[:, 0:3])
+    def forward(self, pixel_values: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """`condition` [B, D_llm] is FiLM's vector (FiLM towers only)."""
+        features = self.featurizer(pixel_values[:, 0:3], condition)
         if self.fused_featurizer is not None:
-            features = torch.cat([features, self.fused_featurizer(pixel_values[:, 3:6])], dim=2)
+            features = torch.cat([features, self.fused_featurizer(pixel_values[:, 3:6], condition)], dim=2)
         return features
 
 
@@ -96,7 +107,8 @@ def is_dead_tower_key(key: str, cfg: VlaSpec) -> bool:
     for prefix, spec in zip(tower_prefixes(cfg.n_towers), cfg.tower_specs):
         if key.startswith(prefix):
             rest = key[len(prefix):]
-            return rest.startswith(DEAD_TOWER_PARTS) or rest.startswith(f"blocks.{spec.depth - 1}.")
+            last = spec.depth - 1
+            return rest.startswith(DEAD_TOWER_PARTS) or rest.startswith((f"blocks.{last}.", f"film.{last}."))
     return False
 
 

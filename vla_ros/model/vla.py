@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_ros.model.llm import LmCore, make_text_config
+from vla_ros.model.oft import L1RegressionHead, ProprioProjector
 from vla_ros.model.projector import make_projector
+from vla_ros.model.settings import VlaSettings
 from vla_ros.model.spec import VlaSpec
 from vla_ros.model.vision import VisionBackbone
 
@@ -48,12 +50,19 @@ class VlaOutput:
 class VlaModel(nn.Module):
     """Vision backbone (1-2 truncated timm towers) -> projector -> transformers causal LM."""
 
-    def __init__(self, cfg: VlaSpec, llm_class: type, attn_implementation: str = "sdpa") -> None:
+    def __init__(self, cfg: VlaSpec, llm_class: type, attn_implementation: str = "sdpa",
+                 settings: VlaSettings | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.vision_backbone = VisionBackbone(cfg)
+        self.settings = settings or VlaSettings()
+        s = self.settings
+        self.vision_backbone = VisionBackbone(cfg, film=s.film)
         self.projector = make_projector(cfg.n_towers == 2, cfg.vision_dim, cfg.llm_hidden)
         self.language_model = llm_class(make_text_config(cfg.text_config, attn_implementation))
+        # OpenVLA-OFT's extra modules (names as OFT's component files, without DDP's "module.")
+        self.action_head = (L1RegressionHead(cfg.llm_hidden, s.action_dim)
+                            if s.action_head == "l1_regression" else None)
+        self.proprio_projector = ProprioProjector(cfg.llm_hidden, s.proprio_dim) if s.proprio_dim else None
         self.__dict__["_core"] = None  # LmCore, kept out of the module tree (no duplicate state keys)
 
     @property
@@ -69,9 +78,10 @@ class VlaModel(nn.Module):
             self.__dict__["_core"] = core
         return core
 
-    def patch_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3 * n_towers, H, W] -> projected patches [B, P, D_llm]."""
-        return self.projector(self.vision_backbone(pixel_values))
+    def patch_embeddings(self, pixel_values: torch.Tensor, condition: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """[B, 3 * n_towers, H, W] (+ FiLM's vector [B, D_llm]) -> projected patches [B, P, D_llm]."""
+        return self.projector(self.vision_backbone(pixel_values, condition))
 
     def splice(self, token_embeds: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """[first token, patches, rest of the prompt] along the sequence (see `spliced_index`)."""

@@ -12,6 +12,10 @@ ORT values, CUDA buffers) and never crosses to the host.
 | prefill | inputs_embeds f32 [B, L, D]              | (last-position logits f32 [B, V], KvState)     |
 | decode  | token_ids i64 [B, 1], KvState (length n) | (logits f32 [B, V], KvState of length n + 1)   |
 
+OpenVLA-OFT backends also provide `proprio` (normalized [B, P] f32 -> [B, 1, D]) and `actions`
+(OFT sequence [B, L, D] -> L1 head's normalized actions f32 [B, K, A], or the discrete variant's
+token ids i64 [B, K*A]); their `vision` takes FiLM's conditioning vector [B, D] as a second input.
+
 The policy splices [BOS embedding, patches, prompt embeddings] for the prefill; the decode step takes
 the previous token's id (the backend embeds it). `max_positions` bounds L + the decoded tokens.
 """

@@ -20,6 +20,7 @@ from vla_ros.core.config import PolicyConfig
 from vla_ros.core.types import Policy
 from vla_ros.model.normalization import GripperOptions
 from vla_ros.model.spec import CheckpointError
+from vla_ros.runtime.oft_policy import OftPolicy
 from vla_ros.runtime.policy import VlaPolicy
 from vla_ros.runtime.process_worker import ProcessInferenceWorker
 from vla_ros.runtime.worker import ChunkCallback, FaultCallback, InferenceWorker, RejectCallback
@@ -65,7 +66,15 @@ def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     loaded = load_vla(checkpoint, dtype=cfg.dtype, device=cfg.device, center_crop=cfg.center_crop)
-    return VlaPolicy.from_loaded(loaded, TorchBackend(loaded.model), cfg.unnorm_key, gripper_options(cfg))
+    return policy_for(loaded, TorchBackend(loaded.model), cfg)
+
+
+def policy_for(loaded, backend, cfg: PolicyConfig) -> Policy:
+    """The Policy of a loaded checkpoint's family on `backend`: OFT's chunk policy or the autoregressive one."""
+    if loaded.settings.parallel:
+        return OftPolicy.from_loaded(loaded, backend, cfg.unnorm_key, gripper_options(cfg),
+                                     getattr(cfg, "action_scale", None))
+    return VlaPolicy.from_loaded(loaded, backend, cfg.unnorm_key, gripper_options(cfg))
 
 
 def make_policy(cfg: PolicyConfig) -> Policy:

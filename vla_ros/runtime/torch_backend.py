@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vla_ros.model.stages import DecodeStage, EmbedStage, PrefillStage, VisionStage
+from vla_ros.model.stages import (
+    DecodeStage,
+    EmbedStage,
+    PrefillStage,
+    ProprioStage,
+    VisionStage,
+    action_stage,
+)
 from vla_ros.model.vla import VlaModel
 from vla_ros.runtime.backend import KvState
 
@@ -20,6 +27,9 @@ class TorchBackend:
         core = model.core
         self.name = name
         self.vision_stage = VisionStage(model).eval()
+        self.settings = model.settings
+        self.proprio_stage = ProprioStage(model).eval() if model.proprio_projector is not None else None
+        self.action_stage = action_stage(model).eval() if model.settings.parallel else None
         self.embed_stage = EmbedStage(core).eval()
         self.prefill_stage = PrefillStage(core).eval()
         self.decode_stage = DecodeStage(core).eval()
@@ -39,9 +49,19 @@ class TorchBackend:
     def _out(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().cpu().numpy()
 
-    def vision(self, pixel_values: np.ndarray) -> np.ndarray:
+    def vision(self, pixel_values: np.ndarray, condition: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
-            return self._out(self.vision_stage(self._in(pixel_values)))
+            cond = None if condition is None else self._in(condition)
+            return self._out(self.vision_stage(self._in(pixel_values), cond))
+
+    def proprio(self, values: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self._out(self.proprio_stage(self._in(values)))
+
+    def actions(self, inputs_embeds: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.action_stage(self._in(inputs_embeds))
+            return out.cpu().numpy() if out.dtype == torch.int64 else self._out(out)
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

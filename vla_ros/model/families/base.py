@@ -32,6 +32,7 @@ class Family:
     action_mapping: str = "last_ids"
     extra_token_pattern: str = "<|extra_{i}|>"
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    explicit_only: bool = False  # chosen by name only (vla_settings.json), never by the LLM type
 
     def __post_init__(self) -> None:
         if self.action_mapping not in ACTION_MAPPINGS:
@@ -39,7 +40,7 @@ class Family:
 
     def matches(self, cfg: VlaSpec) -> bool:
         """True when the checkpoint's LLM is one this family runs."""
-        return cfg.llm_model_type in self.llm_classes
+        return not self.explicit_only and cfg.llm_model_type in self.llm_classes
 
     def llm_class(self, model_type: str) -> type:
         """The transformers causal-LM class for `model_type` (imported on demand)."""
