@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -29,6 +32,7 @@ from std_srvs.srv import SetBool, Trigger
 from vla_ros.msg import EndEffectorCommand, VlaStatus
 
 from vla_ros.core.images import encode_raw
+from vla_ros.core.types import ActionChunk, Instruction, Observation, PolicyInputs, observation_problem
 from vla_ros.ros.node import VlaNode
 from vla_ros.ros.qos import camera_qos, reliable_qos
 from vla_ros.runtime.synthetic import SyntheticPolicy
@@ -50,6 +54,40 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 
 def image_msg(rgb: np.ndarray = RGB, encoding: str = "rgb8") -> Image:
     h, w, step, data = encode_raw(rgb, encoding)
     return Image(height=h, width=w, step=step, encoding=encoding, data=data)
+
+
+@dataclass
+class CameraProprioPolicy(SyntheticPolicy):
+    """The synthetic policy taking `cameras` images and a `proprio_dim` vector (its `inputs`): an
+    observation that does not fit raises; each one's centre pixels (camera order) and proprio are appended
+    as a JSON line to `record_file`, which a test reads whether the policy runs in a thread or a process."""
+
+    cameras: int = 2
+    proprio_dim: int = 8
+    record_file: str = ""
+
+    @property
+    def inputs(self) -> PolicyInputs:
+        return PolicyInputs(cameras=self.cameras, proprio_dim=self.proprio_dim, chunk=self.chunk_len)
+
+    def predict(self, observation: Observation, instruction: Instruction) -> ActionChunk:
+        problem = observation_problem(observation, self.inputs)
+        if problem is not None:
+            raise ValueError(problem)
+        centre = [img[img.shape[0] // 2, img.shape[1] // 2].tolist() for img in observation.images]
+        proprio = None if observation.proprio is None else observation.proprio.tolist()
+        with open(self.record_file, "a") as f:
+            f.write(json.dumps({"stamp": observation.stamp, "centre": centre, "proprio": proprio}) + "\n")
+        return super().predict(observation, instruction)
+
+
+def recorded_observations(path: str | Path) -> list[dict]:
+    """The JSON lines a CameraProprioPolicy wrote to `path` (none yet: [])."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.endswith("}")]
 
 
 class NodeHarness:

@@ -70,3 +70,25 @@ def test_register_row():
     row = result["backends"]["fixed-test-row"]
     assert row["end_to_end"]["median_ms"] == pytest.approx(2.0)
     assert row["stages"]["preprocess"]["median_ms"] == pytest.approx(1.0)
+
+
+def test_oft_speedup_divides_the_actions_per_second_of_the_same_backend():
+    def row(chunk, wall_ms, cpu_ms):
+        return {"chunk": chunk, "end_to_end": {"median_ms": wall_ms},
+                "end_to_end_thread_cpu": {"median_ms": cpu_ms}}
+
+    rows = {"torch": row(1, 40.0, 30.0), "oft-torch": row(8, 50.0, 20.0),
+            "oft-onnxruntime": row(8, 45.0, 15.0)}  # no onnxruntime row to divide by
+    assert bench.oft_speedups(rows) == {"oft-torch": pytest.approx((8 / 50.0) / (1 / 40.0))}
+    cpu = bench.oft_speedups(rows, "end_to_end_thread_cpu")
+    assert cpu == {"oft-torch": pytest.approx((8 / 20.0) / (1 / 30.0))}
+
+
+def test_same_result_compares_tokens_else_the_first_action():
+    def result(tokens, action):
+        return bench_rows.RunResult(tokens=tokens, stages={}, steps=[], total=0.0, actions=action)
+
+    assert bench.same_result(result([1, 2], [0.5]), result([1, 2], [0.9]))
+    assert not bench.same_result(result([1, 2], [0.5]), result([1, 3], [0.5]))
+    assert bench.same_result(result([], [0.5, 0.1]), result([], [0.50001, 0.1]))
+    assert not bench.same_result(result([], [0.5, 0.1]), result([], [0.501, 0.1]))

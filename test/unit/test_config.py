@@ -195,6 +195,14 @@ def test_profiles_are_valid_and_inside_the_vendor_limits(name):
     assert cfg.safety == limits
 
 
+def test_the_libero_profile_maps_osc_units_and_keeps_the_fr3_limits():
+    overrides = load_profile("franka_fr3_libero")
+    assert overrides["policy.action_scale"] == [0.05, 0.05, 0.05, 0.5, 0.5, 0.5]
+    assert profile_limits("franka_fr3_libero") == profile_limits("franka_fr3")
+    cfg = load_config(overrides=overrides)
+    assert cfg.policy.action_scale == [0.05, 0.05, 0.05, 0.5, 0.5, 0.5] and not cfg.policy.gripper_invert
+
+
 def test_widowx_uses_the_bridge_workspace():
     limits = profile_limits("widowx_250")
     assert limits.workspace_min_m == [0.1, -0.20, -0.01] and limits.workspace_max_m == [0.45, 0.25, 0.30]
@@ -219,7 +227,9 @@ def test_profile_by_path_and_base(tmp_path):
     ("safety.max_linear_velocity_mps: 4.0\n",
      r"'safety.max_linear_velocity_mps' = 4.0: must be a number in \[0.0, 3.0\]"),
     ("safety.max_warp: 1\n", "unknown parameter 'safety.max_warp'"),
-    ("control.control_rate_hz: 5\n", r"only safety\.\* parameters, got 'control.control_rate_hz'"),
+    ("control.control_rate_hz: 5\n", r"only safety\.\* parameters and .*, got 'control.control_rate_hz'"),
+    ("policy.checkpoint: /x\n", r"and policy.action_scale.*, got 'policy.checkpoint'"),
+    ("policy.action_scale: [0.05, 0.05]\n", r"'policy.action_scale' needs 6 values"),
     ("safety:\n  max_linear_velocity_mps: 0.1\n", r"bad.yaml:1: missing value \(profiles are flat"),
     ("safety.max_image_age_s: 0.1\n  safety.max_action_age_s: 0.1\n", r"bad.yaml:2: profiles are flat"),
     ("safety.max_linear_velocity_mps 0.1\n", r"bad.yaml:1: expected 'name: value'"),

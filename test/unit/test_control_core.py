@@ -342,3 +342,56 @@ def test_property_core_outputs_respect_the_limits(events, require_pose, seed):
         elif kind == "pose":
             pose = Pose(np.array([ev[1], 0.0, ev[2]]), np.array([0, 0, 0, 1.0]), now - ev[3])
             core.on_pose(pose)
+
+
+# ----- one image age gate per camera ---------------------------------------------------------------
+def two_camera_core(front_s: float = 0.5, wrist_s: float = 0.2) -> ControlCore:
+    core = ControlCore(SafetyLimits(), TICK, PERIOD, cameras={"front": front_s, "wrist": wrist_s})
+    core.set_armed(True)
+    core.on_instruction("pick", 0.0)
+    assert core.on_chunk(chunk(0.0, n=100), 0.0)
+    return core
+
+
+def test_each_camera_has_its_own_age_gate_and_the_stale_one_is_named():
+    core = two_camera_core()
+    assert core.on_image(0.0, "front")
+    cmd = core.tick(0.01)
+    assert cmd.hold and cmd.interventions == I.STALE_IMAGE and core.stale_camera(0.01) == "wrist"
+    assert core.image_stamp is None and core.image_stamps == {"front": 0.0}
+    assert core.on_image(0.01, "wrist")
+    assert not core.tick(0.02).hold and core.stale_camera(0.02) is None
+    assert core.image_stamp == 0.0  # the oldest camera's
+    for t in np.arange(0.03, 0.4, 0.0025):  # front keeps coming, wrist stopped at 0.01 (limit 0.2 s)
+        core.on_image(float(t), "front")
+        stale = abs(float(t) - 0.01) > 0.2
+        cmd = core.tick(float(t))
+        assert bool(cmd.interventions & I.STALE_IMAGE) == stale, t
+        assert core.stale_camera(float(t)) == ("wrist" if stale else None)
+
+
+def test_equal_camera_limits_gate_on_the_oldest_image():
+    core = two_camera_core(0.5, 0.5)
+    core.on_image(0.0, "front")
+    core.on_image(0.3, "wrist")
+    assert not core.tick(0.5).hold and core.tick(0.51).interventions == I.STALE_IMAGE
+    assert core.stale_camera(0.51) == "front"
+
+
+def test_one_camera_with_its_own_limit():
+    core = ControlCore(SafetyLimits(), TICK, PERIOD, cameras={"camera": 0.1})
+    core.set_armed(True)
+    core.on_instruction("pick", 0.0)
+    core.on_chunk(chunk(0.0, n=100), 0.0)
+    assert core.on_image(0.0)  # the one-argument call feeds "camera"
+    assert not core.tick(0.1).hold and core.tick(0.11).interventions == I.STALE_IMAGE
+
+
+def test_unknown_camera_and_invalid_camera_limits():
+    core = two_camera_core()
+    assert not core.on_image(0.0, "rear") and not core.on_image(0.0)  # "camera" is not configured
+    assert core.counters["rejected_images"] == 2 and "unknown camera 'camera'" in core.last_error
+    assert "front, wrist" in core.last_error
+    for bad in ({}, {"front": 0.0}, {"front": math.nan}, {"": 0.5}, {"front": "0.5"}):
+        with pytest.raises(ValueError):
+            ControlCore(SafetyLimits(), TICK, PERIOD, cameras=bad)

@@ -120,3 +120,39 @@ def test_bench_has_an_onnxruntime_row_and_skips_tensorrt_without_a_gpu(onnx32):
     if not gpu:
         assert "needs a CUDA GPU" in result["skipped"]["tensorrt"] and "tensorrt" not in result["backends"]
         assert "tensorrt: skipped: needs a CUDA GPU" in format_table(result)
+
+
+def test_oft_graphs_run_their_stages_and_refuse_the_autoregressive_ones(tmp_path_factory):
+    from oft_fixtures import oft_export
+
+    backend = OrtBackend(oft_export(tmp_path_factory, "aloha"), OrtOptions(threads=1))
+    model, settings = backend.manifest["model"], backend.settings
+    assert settings.film and backend.provider == "CPUExecutionProvider" and backend.fallbacks == []
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(size=(3, 6, 224, 224)).astype(np.float32)
+    condition = rng.normal(size=(3, model["hidden"])).astype(np.float32)
+    patches = backend.vision(pixels, condition)
+    assert patches.shape == (3, model["num_patches"], model["hidden"]) and patches.dtype == np.float32
+    assert not np.allclose(patches, backend.vision(pixels, 2 * condition))  # FiLM is live in the graph
+    with pytest.raises(ValueError, match="FiLM towers need a condition"):
+        backend.vision(pixels)
+    with pytest.raises(ValueError, match="one row per camera"):
+        backend.vision(pixels, condition[:2])
+    assert backend.proprio(np.zeros((1, 14), np.float32)).shape == (1, 1, model["hidden"])
+    length = backend.manifest["graphs"]["actions"]["profiles"]["inputs_embeds"]["min"][1]
+    actions = backend.actions(rng.normal(size=(1, length, model["hidden"])).astype(np.float32))
+    assert actions.shape == (1, 25, 14) and actions.dtype == np.float32
+    with pytest.raises(ValueError, match=r"\[1, L, D\]"):
+        backend.actions(np.zeros((2, length, model["hidden"]), np.float32))
+    with pytest.raises(OrtBackendError, match="no prefill graph: the openvla-oft family runs vision, embed"):
+        backend.prefill(np.zeros((1, 4, model["hidden"]), np.float32))
+
+
+def test_vision_without_film_refuses_a_condition(tmp_path_factory):
+    from oft_fixtures import oft_export
+
+    backend = OrtBackend(oft_export(tmp_path_factory, "libero"), OrtOptions(threads=1))
+    pixels = np.zeros((2, 6, 224, 224), np.float32)
+    assert backend.vision(pixels).shape[0] == 2  # one row per camera
+    with pytest.raises(ValueError, match="no FiLM"):
+        backend.vision(pixels, np.zeros((2, backend.manifest["model"]["hidden"]), np.float32))

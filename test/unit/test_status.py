@@ -1,15 +1,26 @@
 """Status helpers without ROS: rate windows, missed ticks, last_error with its time, log throttling,
-instruction escaping and the instruction check on arrival."""
+instruction escaping, the instruction check on arrival, and the status fields (order, chunk fields)."""
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vla_ros.control.status import NO_RATE, RATE_WINDOW_S, STALL_PERIODS, LastError, LoopMonitor
+from vla_ros.control.core import ControlCore
+from vla_ros.control.status import (
+    NO_RATE,
+    RATE_WINDOW_S,
+    STALL_PERIODS,
+    Counters,
+    LastError,
+    LoopMonitor,
+    status_fields,
+)
 from vla_ros.core.inputs import InputError, decode_instruction, loggable
+from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.stats import RateWindow, Throttle
-from vla_ros.core.types import instruction_check
+from vla_ros.core.types import ActionChunk, instruction_check
 
 
 def cdr(text: str) -> bytes:
@@ -121,3 +132,26 @@ def test_instruction_check_is_optional():
 
     assert instruction_check(Plain()) is None
     assert instruction_check(Checked())("x") is None
+
+
+def test_status_fields_keep_the_message_order_and_append_the_chunk_fields():
+    msg = Path(__file__).resolve().parents[2] / "msg" / "VlaStatus.msg"
+    lines = [line.split("#")[0].split() for line in msg.read_text().splitlines()]
+    declared = [w[1] for w in lines if len(w) == 2 and "=" not in w[1]][1:]  # no constants, no header
+    core = ControlCore(SafetyLimits(), 0.02, 0.05, cameras={"front": 0.5, "wrist": 0.2})
+    core.set_armed(True)
+    core.on_instruction("pick", 0.0)
+    core.on_image(0.0, "front")
+    assert not core.on_chunk(ActionChunk(np.zeros((8, 7)), 0.0, "pick"), 1.0)  # late
+    counters = Counters("torch cpu fp32", 0.1, 2.0, 50.0, 10, 0, 0, None)
+    fields = status_fields(core, 0.1, counters)
+    chunk_keys = ["chunk_switches", "chunk_jump_last", "chunk_jump_max", "chunk_delay_last_s",
+                  "dropped_actions", "rejected_chunks_late", "stale_camera"]
+    assert list(fields)[:15] == declared[:15]  # the original fields, in the message's order
+    assert list(fields)[15:] == chunk_keys
+    assert fields["rejected_chunks_late"] == 1 and fields["stale_camera"] == "wrist"
+    assert fields["chunk_switches"] == 0 and fields["chunk_jump_max"] == -1.0
+    assert fields["chunk_delay_last_s"] == -1.0 and fields["dropped_actions"] == 0
+    assert core.on_chunk(ActionChunk(np.zeros((8, 7)), 0.88, "pick"), 1.0)
+    later = status_fields(core, 1.0, counters)
+    assert later["chunk_delay_last_s"] == pytest.approx(0.12) and later["dropped_actions"] == 2

@@ -252,3 +252,22 @@ def test_tensorrt_rtx_builds_a_gqa_decoder_with_kv_cache_at_opset_18(tmp_path):
         flavour="tensorrt_rtx", log=lines.append)
     assert head.trt_flavour == "tensorrt_rtx" and head.engine_size > 0
     assert any("parsing" in line for line in lines) and any("wrote" in line for line in lines)
+
+
+def test_build_all_uses_the_manifest_profiles_of_oft_graphs_and_copies_the_settings(monkeypatch, tmp_path):
+    fake = FakeTensorRT([("inputs_embeds", (1, -1, 64))])
+    install(monkeypatch, fake)
+    onnx_dir, out = tmp_path / "onnx", tmp_path / "engines"
+    onnx_dir.mkdir()
+    (onnx_dir / "actions.onnx").write_bytes(b"not parsed by the fake")
+    profile = {"min": [1, 572, 64], "opt": [1, 594, 64], "max": [1, 666, 64]}
+    (onnx_dir / "manifest.json").write_text(json.dumps({"dtype": "fp32", "graphs": {
+        "actions": {"file": "actions.onnx", "sha256": "abc", "profiles": {"inputs_embeds": profile}}}}))
+    (onnx_dir / "vla_settings.json").write_text('{"format": "vla_ros.settings/1", "chunk": 8}')
+    built = trt_build.build_all(onnx_dir, out, log=lambda _: None)
+    assert ("set_shape", "inputs_embeds", *profile.values()) in fake.calls
+    assert built["actions"].profiles["inputs_embeds"] == profile and built["actions"].onnx_sha256 == "abc"
+    assert (out / "vla_settings.json").read_text() == (onnx_dir / "vla_settings.json").read_text()
+    (onnx_dir / "vla_settings.json").unlink()  # an autoregressive export: no settings file next to it
+    trt_build.build_all(onnx_dir, out, log=lambda _: None)
+    assert not (out / "vla_settings.json").exists()

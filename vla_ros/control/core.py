@@ -1,7 +1,8 @@
 """ControlCore: the control logic shared by the ROS node, the offline bag replay and the simulator.
 
-It owns the arm/e-stop/fault state, the instruction in force, the watchdog stamps, the action
-scheduler and the safety filter's state. Callers feed it events with times on their own clock
+It owns the arm/e-stop/fault state, the instruction in force, the watchdog stamps (one image age
+gate per camera), the action scheduler (chunk alignment and combining, see `chunks.py`), the command
+jump at chunk switches and the safety filter's state. Callers feed it events with times on their own clock
 (node clock, sim time or a bag's timeline) and call `tick(now)` at the control rate; every command
 it returns went through `apply_filter`. All methods are thread-safe (one lock, held briefly), so a
 worker thread may call `on_chunk` while a timer calls `tick`.
@@ -14,6 +15,7 @@ import threading
 
 import numpy as np
 
+from vla_ros.control.chunks import ChunkSettings
 from vla_ros.control.safety import (
     STALL_TICKS,
     Command,
@@ -24,6 +26,7 @@ from vla_ros.control.safety import (
     intervention_names,
 )
 from vla_ros.control.scheduler import ActionScheduler
+from vla_ros.control.switches import ChunkReport, SwitchMonitor
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.schema import validate
 from vla_ros.core.types import ActionChunk, Pose, validate_chunk
@@ -33,15 +36,26 @@ class ControlCore:
     """Events in, one filtered command per tick out. Starts DISARMED with no instruction."""
 
     def __init__(self, limits: SafetyLimits, tick_period_s: float, action_period_s: float,
-                 initial_gripper: float = 1.0) -> None:
-        """Raises ConfigError for invalid limits and ValueError for invalid periods or gripper."""
+                 initial_gripper: float = 1.0, chunking: ChunkSettings | None = None,
+                 cameras: dict[str, float] | None = None) -> None:
+        """`chunking`: how chunks are aligned and combined (default: the `control.chunk_*` defaults);
+        `cameras`: name -> max image age [s] (default: one camera "camera" with limits.max_image_age_s).
+        Raises ConfigError for invalid limits and ValueError for invalid periods, gripper or cameras."""
         validate(limits)
         if not (math.isfinite(tick_period_s) and tick_period_s > 0.0):
             raise ValueError(f"tick_period_s must be a positive number, got {tick_period_s!r}")
         self._limits = limits
         self._tick = float(tick_period_s)
         # After a stall the scheduler drops what fell in between instead of replaying it in a burst.
-        self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=STALL_TICKS * self._tick)
+        self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=STALL_TICKS * self._tick,
+                                          settings=chunking or ChunkSettings())
+        self._camera_limits = _camera_limits(cameras, limits.max_image_age_s)
+        # Every camera has the filter's own limit: the oldest stamp trips the filter's check exactly.
+        self._uniform_image_age = all(age == limits.max_image_age_s for age in self._camera_limits.values())
+        self._image_stamps: dict[str, float] = {}
+        self._switches = SwitchMonitor()
+        self._chunk_delay_s = -1.0
+        self._chunk_skipped = 0
         gripper = float(initial_gripper)
         if math.isfinite(gripper):
             gripper = min(max(gripper, limits.gripper_min), limits.gripper_max)
@@ -53,7 +67,6 @@ class ControlCore:
         self._instruction = ""
         self._instruction_active = False
         self._instruction_stamp: float | None = None
-        self._image_stamp: float | None = None
         self._pose: Pose | None = None
         self._last_chunk_stamp: float | None = None
         self._last_command: Command | None = None
@@ -62,18 +75,25 @@ class ControlCore:
             "commands": 0, "interventions": 0, "holds": 0, "rejected_chunks": 0,
             "rejected_chunks_instruction": 0, "rejected_chunks_invalid": 0, "rejected_chunks_stale": 0,
             "rejected_poses": 0, "rejected_images": 0,
+            "rejected_chunks_late": 0, "dropped_actions": 0,
         }
         self._counters.update({flag.name: 0 for flag in Intervention})
 
     # ----- inputs ------------------------------------------------------------------------------------
-    def on_image(self, stamp: float) -> bool:
-        """A camera image taken at `stamp` arrived (feeds the image watchdog); False for a bad stamp."""
+    def on_image(self, stamp: float, camera: str = "camera") -> bool:
+        """An image of `camera` taken at `stamp` arrived (feeds its age gate); False (rejected, counted)
+        for a bad stamp or an unknown camera."""
         with self._lock:
+            if camera not in self._camera_limits:
+                self._counters["rejected_images"] += 1
+                self._last_error = (f"image from unknown camera {camera!r} "
+                                    f"(cameras: {', '.join(self._camera_limits)})")
+                return False
             if not _is_finite_number(stamp):
                 self._counters["rejected_images"] += 1
                 self._last_error = f"image stamp must be a finite number, got {stamp!r}"
                 return False
-            self._image_stamp = float(stamp)
+            self._image_stamps[camera] = float(stamp)
             return True
 
     def on_instruction(self, text: str, now: float) -> bool:
@@ -117,8 +137,17 @@ class ControlCore:
             if problem is not None:
                 return self._reject("invalid", problem)
             if not self._scheduler.push(chunk, now):
+                arrival = self._scheduler.last_arrival
+                if arrival is not None and arrival.late:
+                    return self._reject("late", f"action chunk from {arrival.delay_s:.3f} s ago arrived "
+                                        f"after all its {len(chunk.actions)} actions had passed")
                 return self._reject("stale", f"action chunk stamp {chunk.stamp!r} is not newer than "
                                     f"the one playing ({self._scheduler.current_stamp!r})")
+            arrival = self._scheduler.last_arrival
+            assert arrival is not None  # set by every accepted push
+            self._counters["dropped_actions"] += arrival.skipped
+            self._chunk_delay_s, self._chunk_skipped = arrival.delay_s, arrival.skipped
+            self._switches.on_switch(arrival.takeover)
             self._last_chunk_stamp = float(chunk.stamp)
             return True
 
@@ -162,9 +191,10 @@ class ControlCore:
         """The command for the tick at `now`: scheduler step (or HOLD) through the safety filter."""
         with self._lock:
             step = self._scheduler.next(now)
+            self._switches.observe(now, step)
             inputs = FilterInputs(
                 armed=self._armed, estopped=self._estopped, fault=self._fault is not None,
-                image_stamp=self._image_stamp, instruction_active=self._instruction_active,
+                image_stamp=self._gate_image_stamp(now), instruction_active=self._instruction_active,
                 pose=self._pose)
             command, self._filter_state = apply_filter(step, self._filter_state, inputs, self._limits,
                                                        self._tick, now)
@@ -179,6 +209,37 @@ class ControlCore:
                     counters[name] += 1
             self._last_command = command
             return command
+
+    def wants_inference(self, now: float) -> bool:
+        """Whether a new inference should start at `now`: no chunk in force, a one-action chunk, or at
+        least `replan_fraction` of the current chunk's duration played."""
+        with self._lock:
+            return self._scheduler.wants_chunk(now)
+
+    def stale_camera(self, now: float) -> str | None:
+        """The first camera (in the configured order) without an image or whose newest image is older
+        than its limit at `now`; None when every camera is fresh."""
+        with self._lock:
+            return self._stale_camera(now)
+
+    def _stale_camera(self, now: float) -> str | None:
+        for name, max_age in self._camera_limits.items():
+            stamp = self._image_stamps.get(name)
+            if stamp is None or abs(now - stamp) > max_age:
+                return name
+        return None
+
+    def _gate_image_stamp(self, now: float) -> float | None:
+        """The image stamp for apply_filter: its check (|now - stamp| > limits.max_image_age_s) trips
+        exactly when some camera is missing or older than its own limit."""
+        stamps = self._image_stamps
+        if len(stamps) < len(self._camera_limits):
+            return None
+        if not self._uniform_image_age:
+            return now - 2.0 * self._limits.max_image_age_s if self._stale_camera(now) is not None else now
+        if len(stamps) == 1:
+            return next(iter(stamps.values()))
+        return max(stamps.values(), key=lambda stamp: abs(now - stamp))  # the one most out of date
 
     # ----- read-only status --------------------------------------------------------------------------
     @property
@@ -206,7 +267,28 @@ class ControlCore:
 
     @property
     def image_stamp(self) -> float | None:
-        return self._image_stamp
+        """The oldest of the cameras' newest image stamps (None until every camera has sent one)."""
+        stamps = self._image_stamps
+        return min(stamps.values()) if len(stamps) == len(self._camera_limits) else None
+
+    @property
+    def image_stamps(self) -> dict[str, float]:
+        """Each camera's newest image stamp (cameras without an image yet are absent)."""
+        with self._lock:
+            return dict(self._image_stamps)
+
+    @property
+    def cameras(self) -> dict[str, float]:
+        """Camera name -> max image age [s], in the configured order."""
+        return dict(self._camera_limits)
+
+    @property
+    def chunk_report(self) -> ChunkReport:
+        """Chunk switches with their command jumps; the last accepted chunk's delay and skipped actions."""
+        with self._lock:
+            monitor = self._switches
+            return ChunkReport(monitor.switches, monitor.jump_last, monitor.jump_max, self._chunk_delay_s,
+                               self._chunk_skipped)
 
     @property
     def last_chunk_stamp(self) -> float | None:
@@ -243,9 +325,26 @@ class ControlCore:
     @property
     def counters(self) -> dict[str, int]:
         """A copy of the counters: commands, holds, interventions (commands with any bit), one per rule
-        (Intervention names), rejected_chunks (+ _instruction/_invalid/_stale), rejected_poses/_images."""
+        (Intervention names), rejected_chunks (+ _instruction/_invalid/_stale/_late), rejected_poses/_images,
+        dropped_actions (of accepted chunks, passed on arrival)."""
         with self._lock:
             return dict(self._counters)
+
+
+def _camera_limits(cameras: dict[str, float] | None, default_age_s: float) -> dict[str, float]:
+    """Validated camera name -> max image age [s]; one camera "camera" when None."""
+    if cameras is None:
+        return {"camera": float(default_age_s)}
+    if not cameras:
+        raise ValueError("cameras must name at least one camera")
+    limits: dict[str, float] = {}
+    for name, age in cameras.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"camera names must be non-empty strings, got {name!r}")
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not (math.isfinite(age) and age > 0):
+            raise ValueError(f"max image age of camera {name!r} must be a positive number [s], got {age!r}")
+        limits[name] = float(age)
+    return limits
 
 
 def _is_finite_number(value: object) -> bool:

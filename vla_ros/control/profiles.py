@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vla_ros.core.config import PolicyConfig
 from vla_ros.core.files import share_candidates
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.core.schema import ConfigError, apply_overrides
@@ -27,14 +28,20 @@ PREFIX = "safety."
 PROFILE_DIR_ENV = "VLA_ROS_PROFILE_DIR"  # extra directory searched first for profile names
 
 
+# Besides safety.*, a profile may map the model's units to the robot's: scale and gripper convention.
+POLICY_KEYS = ("policy.action_scale", "policy.gripper_invert", "policy.gripper_binarize")
+
+
 @dataclasses.dataclass
 class _ProfileRoot:
-    """The `safety` section alone, so profile names validate exactly as in NodeConfig."""
+    """The sections a profile may set, so its names validate exactly as in NodeConfig."""
 
     safety: SafetyLimits = dataclasses.field(default_factory=SafetyLimits)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
 
     def check(self) -> None:
         self.safety.check()
+        self.policy.check()
 
 
 def profile_dirs() -> list[Path]:
@@ -81,9 +88,10 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     values = parse_flat_yaml(text, str(path))
     overrides: dict[str, Any] = {}
     for key, value in values.items():
-        if "." in key and not key.startswith(PREFIX):
-            raise ConfigError(f"robot profile {path}: only safety.* parameters, got '{key}'")
-        name = key if key.startswith(PREFIX) else PREFIX + key
+        if "." in key and not key.startswith(PREFIX) and key not in POLICY_KEYS:
+            raise ConfigError(f"robot profile {path}: only safety.* parameters and {', '.join(POLICY_KEYS)}, "
+                              f"got '{key}'")
+        name = key if "." in key else PREFIX + key
         if name in overrides:
             raise ConfigError(f"{path}: parameter '{name}' given twice")
         overrides[name] = value

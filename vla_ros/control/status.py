@@ -52,6 +52,21 @@ def status_fields(core: ControlCore, now: float, counters: Counters) -> dict[str
         "safety_interventions": int(core.counters.get("interventions", 0)),
         "rejected_inputs": int(counters.rejected_inputs), "policy_errors": int(counters.policy_errors),
         "last_error": counters.last_error or core.fault or "",
+        **chunk_fields(core, now),
+    }
+
+
+def chunk_fields(core: ControlCore, now: float) -> dict[str, object]:
+    """The chunk-execution fields appended to VlaStatus: switches and their command jumps [m/s or rad/s,
+    the largest over the 6 axes; -1 before the first], the last chunk's delay [s; -1 before the first],
+    actions dropped on arrival, chunks rejected as late, and the camera holding the image gate ('' none)."""
+    report, counters = core.chunk_report, core.counters
+    return {
+        "chunk_switches": report.switches, "chunk_jump_last": report.jump_last,
+        "chunk_jump_max": report.jump_max, "chunk_delay_last_s": report.delay_last_s,
+        "dropped_actions": counters["dropped_actions"],
+        "rejected_chunks_late": counters["rejected_chunks_late"],
+        "stale_camera": core.stale_camera(now) or "",
     }
 
 

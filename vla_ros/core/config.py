@@ -23,6 +23,21 @@ class TopicsConfig:
         "auto", "camera QoS reliability; auto: reliable iff every publisher on the topic offers reliable, "
         "re-chosen when publishers come and go (the rosbag2 rule)",
         choices=("auto", "reliable", "best_effort"))
+    extra_cameras: list[str] = param(
+        [], "further camera topics after topics.camera, in the checkpoint's camera order (OpenVLA-OFT: "
+        "the wrist camera(s), e.g. [wrist/image_raw]); their frames are paired with the primary's")
+    extra_camera_transports: list[str] = param(
+        [], "per extra camera, raw or compressed (same order and length as topics.extra_cameras); "
+        "empty = topics.camera_transport for all")
+    extra_camera_reliabilities: list[str] = param(
+        [], "per extra camera, auto, reliable or best_effort (same order and length as "
+        "topics.extra_cameras); empty = topics.camera_reliability for all")
+    extra_camera_max_age_s: list[float] = param(
+        [], "per extra camera, HOLD when its newest frame is older than this [s] (same order and length "
+        "as topics.extra_cameras); empty = safety.max_image_age_s for all", range=(0.001, 60.0))
+    joint_states: str = param(
+        "joint_states", "sensor_msgs/JointState read for the proprio vector (policy.proprio_source "
+        "joint_states or pose_gripper); unused otherwise")
     instruction: str = param("vla/instruction",
                              "std_msgs/String; a new one replaces the old at once, empty = hold")
     estop: str = param("vla/estop", "std_msgs/Bool; true latches the e-stop until ~/reset_estop")
@@ -53,6 +68,25 @@ class PolicyConfig:
                          "control loop on small computers)", range=(0, 256))
     warmup_runs: int = param(2, "predictions on a grey frame before going live (first calls are slow)",
                              range=(0, 100))
+    proprio_source: str = param(
+        "none", "the robot state the policy gets: none; joint_states: policy.proprio_joints' positions from "
+        "topics.joint_states; pose_gripper: LIBERO's 8 values, topics.pose's position and axis-angle then "
+        "policy.proprio_gripper_joints' positions; older than safety.max_pose_age_s = no inference",
+        choices=("none", "joint_states", "pose_gripper"))
+    proprio_joints: list[str] = param(
+        [], "joint names whose positions form the proprio vector, in the checkpoint's order "
+        "(proprio_source joint_states; ALOHA: 14)")
+    proprio_gripper_joints: list[str] = param(
+        [], "the two finger joints whose positions end the proprio vector (proprio_source pose_gripper)")
+    action_scale: list[float] = param(
+        [], "model units -> robot units for dx, dy, dz [m], droll, dpitch, dyaw [rad] per unit (6 values; "
+        "empty = 1). OpenVLA/Bridge actions are metres and radians already; LIBERO's are OSC controller "
+        "units: [0.05, 0.05, 0.05, 0.5, 0.5, 0.5]. A robot profile may set it")
+
+    def check(self) -> None:
+        if self.action_scale and len(self.action_scale) != 6:
+            raise ConfigError(f"parameter 'policy.action_scale' needs 6 values (dx, dy, dz, droll, dpitch, "
+                              f"dyaw) or none, got {len(self.action_scale)}")
 
 
 @dataclass
@@ -66,6 +100,34 @@ class ControlConfig:
     frame_id: str = param(
         "base_link", "frame the deltas are expressed in and the pose is measured in (non-empty)")
     status_rate_hz: float = param(2.0, "VlaStatus and /diagnostics rate [Hz]", range=(1.0, 50.0))
+    chunk_alignment: str = param(
+        "auto", "where a chunk of actions starts in time. observation: action k spans [stamp + k*P, "
+        "stamp + (k+1)*P) from its observation's stamp, the actions that passed while the model ran are "
+        "dropped (counted) and a chunk arriving after all of them is rejected as late; arrival: from when "
+        "it arrives; auto: observation for chunks of more than one action (OpenVLA-OFT), arrival for "
+        "one-action chunks (autoregressive OpenVLA)", choices=("auto", "observation", "arrival"))
+    chunk_rule: str = param(
+        "crossfade", "how a newer chunk takes over from the one in force (chunks of more than one action; "
+        "a one-action chunk always replaces). crossfade: replace, fading linearly from the old chunk's "
+        "per-period actions to the new one's over crossfade_s (gripper: the new value past half the fade); "
+        "replace: at once; blend: where the chunks overlap in time, new*blend_weight + old*(1 - "
+        "blend_weight); ensemble: ACT's temporal ensembling, every chunk covering a time weighs "
+        "exp(-ensemble_decay*i), i = 0 for the oldest, only sensible when inference is faster than one "
+        "action period", choices=("crossfade", "replace", "blend", "ensemble"))
+    crossfade_s: float = param(
+        0.1, "duration of the crossfade at a chunk switch (chunk_rule crossfade) [s]; an old chunk that "
+        "ends during the fade holds its last action until the fade is over; 0 = replace",
+        range=(0.0, 10.0))
+    blend_weight: float = param(
+        0.5, "weight of the newer chunk where two overlap (chunk_rule blend), 0..1; 1 = replace",
+        range=(0.0, 1.0))
+    ensemble_decay: float = param(
+        0.01, "m in ACT's weights exp(-m*i), i = 0 for the oldest prediction (chunk_rule ensemble) "
+        "[1/prediction]; 0 = plain mean, larger = the newer predictions count less (ACT: 0.01)",
+        range=(0.0, 100.0))
+    replan_fraction: float = param(
+        0.5, "share of the current chunk's duration (from its alignment) played before the next "
+        "inference starts, 0..1; 0 = infer continuously; one-action chunks: always", range=(0.0, 1.0))
 
     def check(self) -> None:
         if not self.frame_id:
@@ -100,7 +162,7 @@ class NodeConfig:
     safety: SafetyLimits = field(default_factory=SafetyLimits)
 
     def check(self) -> None:
-        for section in (self.control, self.safety):
+        for section in (self.policy, self.control, self.safety):
             section.check()
         if self.topics.output_mode == "pose" and not self.topics.pose:
             raise ConfigError("parameter 'topics.output_mode' = 'pose' needs 'topics.pose' set")

@@ -9,7 +9,8 @@ because OpenCV's libpng writes "libpng error" lines to stderr).
 
 `check_compressed` / `check_raw` are the cheap checks (header, size, end marker) done when a frame
 arrives; `CompressedFrame` / `RawFrame` hold a checked frame until `decode()` makes its Observation,
-so only the frame the policy will use is decoded.
+so only the frame the policy will use is decoded; `MultiFrame` holds one of each camera (and the proprio
+vector) for policies that take several cameras.
 """
 
 from __future__ import annotations
@@ -296,10 +297,13 @@ class CompressedFrame:
         kind, width, height = check_compressed(fmt, raw)
         return cls(kind, width, height, raw, stamp, pose, min_size)
 
+    def pixels(self) -> np.ndarray:
+        """The decoded RGB uint8 [H, W, 3] image (raises ImageError for a damaged frame)."""
+        return _decode_checked(self.kind, self.data, self.width, self.height, self.min_size)
+
     def decode(self) -> Observation:
         """Decode the pixels (raises ImageError for a damaged frame)."""
-        rgb = _decode_checked(self.kind, self.data, self.width, self.height, self.min_size)
-        return Observation(rgb, self.stamp, self.pose)
+        return Observation(self.pixels(), self.stamp, self.pose)
 
 
 @dataclass(frozen=True)
@@ -322,10 +326,41 @@ class RawFrame:
         check_raw(encoding, height, width, step, data)
         return cls(str(encoding), int(height), int(width), int(step), bool(is_bigendian), data, stamp, pose)
 
+    def pixels(self) -> np.ndarray:
+        """The pixels as RGB uint8 [H, W, 3] (raises ImageError)."""
+        return decode_raw(self.encoding, self.height, self.width, self.step, self.is_bigendian, self.data)
+
     def decode(self) -> Observation:
         """Convert the pixels to RGB (raises ImageError)."""
-        rgb = decode_raw(self.encoding, self.height, self.width, self.step, self.is_bigendian, self.data)
-        return Observation(rgb, self.stamp, self.pose)
+        return Observation(self.pixels(), self.stamp, self.pose)
+
+
+@dataclass(frozen=True)
+class MultiFrame:
+    """Checked, undecoded frames of every camera (primary first, the checkpoint's order) with the proprio
+    vector; `decode()` makes one Observation of them, stamped and posed as the primary frame."""
+
+    frames: tuple[CompressedFrame | RawFrame, ...]
+    cameras: tuple[str, ...]  # the cameras' names (topics), same order: a damaged frame's error names it
+    proprio: np.ndarray | None = None
+
+    @property
+    def stamp(self) -> float:
+        """The primary frame's stamp."""
+        return self.frames[0].stamp
+
+    def decode(self) -> Observation:
+        """Decode every frame (raises ImageError naming the camera of a damaged one)."""
+        images = tuple(_camera_pixels(name, frame) for name, frame in zip(self.cameras, self.frames))
+        primary = self.frames[0]
+        return Observation(images[0], primary.stamp, primary.pose, images[1:], self.proprio)
+
+
+def _camera_pixels(camera: str, frame: CompressedFrame | RawFrame) -> np.ndarray:
+    try:
+        return frame.pixels()
+    except Exception as exc:  # ImageError, or any failure of the decoder: that camera's frame is damaged
+        raise ImageError(f"camera '{camera}': {exc}") from exc
 
 
 def encode_raw(rgb: np.ndarray, encoding: str = "rgb8", row_padding: int = 0,

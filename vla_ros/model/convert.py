@@ -117,8 +117,14 @@ def convert(src: Path, dst: Path, settings: VlaSettings, log=print) -> VlaSettin
         if path is not None:
             log(f"[convert] {path.name}")
             components.update({prefix + k: v.contiguous() for k, v in load_pt(path).items()})
-    if settings.proprio_dim == 0:
+    if settings.proprio_dim == 0 and any(k.startswith("proprio_projector.") for k in components):
+        log("[convert] WARNING: proprio_dim 0 drops the trained proprio projector: the model then runs "
+            "without the token it was trained with")
         components = {k: v for k, v in components.items() if not k.startswith("proprio_projector.")}
+    if any(k.startswith("action_head.noise_predictor.") for k in components):
+        raise CheckpointError("the action head is OFT's diffusion head (noise_predictor.*), which is not "
+                              "supported (one full LLM pass per denoising step): convert an L1-regression or "
+                              "discrete release")
     film_path = find_component(src, FILM_FILE)
     if settings.film:
         if film_path is None:

@@ -107,14 +107,6 @@ def film_condition(embeds: torch.Tensor) -> torch.Tensor:
     return embeds.mean(dim=1)
 
 
-def oft_sequence(bos: torch.Tensor, patches: torch.Tensor, proprio: torch.Tensor | None,
-                 prompt: torch.Tensor, n_slots: int, stop: torch.Tensor) -> torch.Tensor:
-    """[BOS][patches][proprio?][prompt][n_slots zero vectors][</s>] along the sequence: [B, L, D]."""
-    zeros = prompt.new_zeros(prompt.shape[0], n_slots, prompt.shape[2])
-    parts = [bos, patches] + ([proprio] if proprio is not None else []) + [prompt, zeros, stop]
-    return torch.cat(parts, dim=1)
-
-
 def slot_slice(hidden: torch.Tensor, n_slots: int) -> torch.Tensor:
     """OFT's shifted slice of [B, L, D]: positions [L - n_slots - 2, L - 2), i.e. from the last prompt
     token to the second-to-last zero slot (training used the same one-position shift)."""

@@ -72,8 +72,8 @@ def _film_backbone(path: Path, spec: VlaSpec, rank: int, gen: torch.Generator) -
         towers.update({k: v.float() for k, v in load_file(str(path / file)).items()
                        if k.startswith("vision_backbone.")})
     out: dict[str, torch.Tensor] = {}
-    for key, value in towers.items():
-        parts = key.split(".")
+    for name, value in towers.items():
+        key, parts = name, name.split(".")
         if "blocks" in parts:  # vision_backbone.<tower>.blocks.<i>.<rest> -> ...blocks.<i>.block.<rest>
             i = parts.index("blocks")
             key = ".".join(parts[:i + 2] + ["block"] + parts[i + 2:])
@@ -82,7 +82,7 @@ def _film_backbone(path: Path, spec: VlaSpec, rank: int, gen: torch.Generator) -
             out[base + ".base_layer.weight"] = value
             out[base + ".lora_A.default.weight"] = torch.randn(rank, value.shape[1], generator=gen) * 0.2
             out[base + ".lora_B.default.weight"] = torch.randn(value.shape[0], rank, generator=gen) * 0.2
-        elif key.endswith(".bias") and (key[:-5] + ".weight") in towers and towers[key[:-5] + ".weight"].ndim == 2:
+        elif key.endswith(".bias") and getattr(towers.get(name[:-5] + ".weight"), "ndim", 0) == 2:
             out[key[:-len(".bias")] + ".base_layer.bias"] = value
         else:
             out[key] = value
@@ -111,7 +111,8 @@ def write_tiny_oft_release(path: str | Path, form: str = "libero", seed: int = 0
     proprio = _random_state(ProprioProjector(spec.llm_hidden, settings.proprio_dim), gen, "module.")
     torch.save(proprio, path / f"proprio_projector--{STEP}_checkpoint.pt")
     if settings.film:
-        torch.save(_film_backbone(path, spec, lora_rank, gen), path / f"vision_backbone--{STEP}_checkpoint.pt")
+        film = _film_backbone(path, spec, lora_rank, gen)
+        torch.save(film, path / f"vision_backbone--{STEP}_checkpoint.pt")
     stats = {key: _stats(action_dim, settings.proprio_dim, form == "libero", seed)}
     (path / "dataset_statistics.json").write_text(json.dumps(stats, indent=2))
     return path

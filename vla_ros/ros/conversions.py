@@ -25,6 +25,7 @@ from vla_ros.core.images import (
     decode_raw,
 )
 from vla_ros.core.inputs import pose_from_fields
+from vla_ros.core.proprio import axis_angle_from_quat as rotvec_from_quat  # also the name tests use
 from vla_ros.core.types import Pose
 from vla_ros.msg import EndEffectorCommand
 
@@ -109,17 +110,6 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                      aw * by - ax * bz + ay * bw + az * bx,
                      aw * bz + ax * by - ay * bx + az * bw,
                      aw * bw - ax * bx - ay * by - az * bz])
-
-
-def rotvec_from_quat(q: np.ndarray) -> np.ndarray:
-    """Rotation vector (axis * angle, rad) of a unit quaternion, shortest way round."""
-    q = np.asarray(q, dtype=np.float64)
-    if q[3] < 0:
-        q = -q
-    s = float(np.linalg.norm(q[:3]))
-    if s < 1e-12:
-        return 2.0 * q[:3]
-    return q[:3] / s * (2.0 * math.atan2(s, q[3]))
 
 
 # ----- commands out ------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
 """vla_node: the managed (lifecycle) ROS 2 node that runs a VLA policy on a robot arm.
 
 Threads, so that nothing delays the control timer:
-- the caller's executor spins this node: camera/instruction/e-stop/pose callbacks (a camera
-  frame is only checked there; the inference worker decodes it), services, lifecycle
+- the caller's executor spins this node: camera/instruction/e-stop/pose/joint-state callbacks (a
+  camera frame is only checked there; the inference worker decodes it), services, lifecycle
   transitions and the status timer;
 - the control timer lives on a small hidden helper node spun by its OWN SingleThreadedExecutor
   in its own thread (ros/control_timer.py, created on activate): it only calls `ControlCore.tick`
   and publishes;
 - the policy runs in the inference worker (a thread, or a child process with the parameter
   execution.inference_process), never in a ROS callback.
+
+Inputs: the primary camera (topics.camera) paces inference; a policy that takes several cameras
+(PolicyInputs) gets every camera's newest frame with it (topics.extra_cameras, each with its own QoS
+and age gate) and, with policy.proprio_source, the proprio vector from joint states or pose + gripper.
+An inference starts only when ControlCore.wants_inference says a new chunk is due.
 
 Lifecycle: configure reads the parameters, builds the policy and creates the ROS interfaces;
 activate starts the control timer (the node stays DISARMED until ~/arm); deactivate publishes a
@@ -17,26 +22,39 @@ final HOLD and stops the timer; cleanup/shutdown release everything.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool, Trigger
 
+from vla_ros.control.chunks import chunk_settings
+from vla_ros.control.chunks import describe as describe_chunking
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command
 from vla_ros.control.status import LastError, LoopMonitor
 from vla_ros.control.ticks import TickRecorder
+from vla_ros.core.cameras import CameraSettings, camera_settings, inputs_problem
 from vla_ros.core.config import NodeConfig
-from vla_ros.core.images import decode_min_size
+from vla_ros.core.images import CompressedFrame, ImageError, MultiFrame, RawFrame, decode_min_size
 from vla_ros.core.inputs import decode_instruction
+from vla_ros.core.proprio import (
+    ProprioError,
+    ProprioSpec,
+    current_proprio,
+    pick_joint_positions,
+    proprio_spec,
+)
 from vla_ros.core.stats import RateWindow, Throttle
 from vla_ros.core.types import ActionChunk, Instruction, InstructionCheck, Policy
 from vla_ros.msg import VlaStatus
@@ -53,6 +71,8 @@ from vla_ros.ros.params import declare_config_parameters, read_config_parameters
 from vla_ros.ros.qos import reliable_qos
 from vla_ros.runtime.factory import start_worker
 from vla_ros.runtime.worker import Frame, InferenceWorker
+
+CAMERA_TYPES = {"raw": Image, "compressed": CompressedImage}  # message type per camera transport
 
 
 class VlaNode(StatusReporting, LifecycleNode):
@@ -95,14 +115,18 @@ class VlaNode(StatusReporting, LifecycleNode):
         self._rejected_raw = b""  # the last rejected instruction message (a repeat is not logged again)
         self._loop: LoopMonitor | None = None  # control-loop rate / missed ticks, from activate
         self._model_rate: RateWindow | None = None
-        self.rejected: dict[str, int] = {"image": 0, "instruction": 0, "pose": 0}
+        self.rejected: dict[str, int] = {"image": 0, "instruction": 0, "pose": 0, "proprio": 0}
         self.commands_published = 0
         self.tick_errors = 0
         self.skipped_no_pose = 0
         self._active = False
         self._instruction = Instruction("", 0.0)
-        self.camera_sub: CameraSubscription | None = None
-        self._latest_obs: Frame | None = None  # the newest camera frame, checked but not decoded
+        self.camera_subs: list[CameraSubscription] = []  # one per camera, primary first
+        self.camera_sub: CameraSubscription | None = None  # the primary camera's
+        self._cameras: tuple[CameraSettings, ...] = ()
+        self._frames: list[CompressedFrame | RawFrame | None] = []  # each camera's newest frame, not decoded
+        self._proprio_spec = ProprioSpec()
+        self._joints: tuple[np.ndarray, float] | None = None  # the proprio joints' positions, receipt time
         self._backend = ""
         self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
         self._control: ControlTimer | None = None
@@ -114,25 +138,48 @@ class VlaNode(StatusReporting, LifecycleNode):
         """Read parameters, build the policy (here or in its process), create the ROS interfaces."""
         try:
             cfg = read_config_parameters(self)
-            core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s)
+            cameras = camera_settings(cfg.topics, cfg.safety.max_image_age_s)
+            proprio = proprio_spec(cfg.policy.proprio_source, cfg.policy.proprio_joints,
+                                   cfg.policy.proprio_gripper_joints, cfg.topics.pose)
+            chunking = chunk_settings(cfg.control)
+            core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s,
+                               chunking=chunking, cameras={c.topic: c.max_age_s for c in cameras})
             worker = start_worker(cfg.policy, self._on_chunk, self._on_fault,
                                   in_process=cfg.execution.inference_process, policy=self._injected_policy,
                                   policy_factory=self._policy_factory, nice=self._inference_nice,
                                   process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning,
                                   on_reject=self._reject)  # frames damaged when decoded: rejected inputs
         except Exception as exc:  # rclpy would swallow it: say why before failing the transition
-            self.last_error = f"configure failed: {exc}"
-            self.get_logger().error(self.last_error)
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(str(exc))
+        mismatch = inputs_problem(worker.inputs, cameras, proprio)
+        if mismatch is not None:
+            worker.stop(2.0)
+            return self._configure_failed(mismatch)
         self.config, self.policy, self.core, self.worker = cfg, worker.policy, core, worker
+        self._cameras, self._proprio_spec = cameras, proprio
+        self._frames = [None] * len(cameras)
         self._backend = worker.describe()
         self._check = worker.instruction_check
         self._create_interfaces(cfg)
         where = "thread" if worker.policy is not None else "process"
         self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
                                f"control {cfg.control.control_rate_hz} Hz, "
-                               f"output {cfg.topics.output_mode} on {self._command_pub.topic_name}")
+                               f"output {cfg.topics.output_mode} on {self._command_pub.topic_name}"
+                               + self._inputs_summary())
+        if worker.inputs.chunk > 1:
+            self.get_logger().info(describe_chunking(chunking))
         return super().on_configure(state)
+
+    def _inputs_summary(self) -> str:
+        """The cameras and proprio source for the configure log line ('' for one camera, no proprio)."""
+        cameras = f", cameras {', '.join(c.topic for c in self._cameras)}" if len(self._cameras) > 1 else ""
+        spec = self._proprio_spec
+        return cameras + (f", proprio {spec.source} ({spec.dim} values)" if spec.dim else "")
+
+    def _configure_failed(self, why: str) -> TransitionCallbackReturn:
+        self.last_error = f"configure failed: {why}"
+        self.get_logger().error(self.last_error)
+        return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable publishing and start the control timer; the node stays DISARMED until ~/arm."""
@@ -177,8 +224,6 @@ class VlaNode(StatusReporting, LifecycleNode):
 
     def _create_interfaces(self, cfg: NodeConfig) -> None:
         topics, rel = cfg.topics, reliable_qos()
-        compressed = topics.camera_transport == "compressed"
-        cam_type = CompressedImage if compressed else Image
         out_type = OUTPUT_TYPES[topics.output_mode]
         self._command_pub = self.create_lifecycle_publisher(out_type, topics.command, rel)
         self._gripper_pub = None
@@ -186,21 +231,27 @@ class VlaNode(StatusReporting, LifecycleNode):
             self._gripper_pub = self.create_lifecycle_publisher(Float64, topics.command + "/gripper", rel)
         self._status_pub = self.create_publisher(VlaStatus, "~/status", rel)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
-        # Camera and instruction arrive as raw bytes: size limits and strict UTF-8 come before parsing.
-        # The camera's reliability follows its publishers (auto) and transport losses are counted.
-        self.camera_sub = CameraSubscription(self, topics.camera, cam_type, self._on_camera,
-                                             topics.camera_reliability, raw=True)
+        # Cameras and instruction arrive as raw bytes: size limits and strict UTF-8 come before parsing.
+        # Each camera's reliability follows its publishers (auto) and its transport losses are counted.
+        self.camera_subs = [CameraSubscription(self, cam.topic, CAMERA_TYPES[cam.transport],
+                                               functools.partial(self._on_camera, index), cam.reliability,
+                                               raw=True)
+                            for index, cam in enumerate(self._cameras)]
+        self.camera_sub = self.camera_subs[0]
         subs = [self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True),
                 self.create_subscription(Bool, topics.estop, self._on_estop, rel)]
         if topics.pose:
             subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
+        if self._proprio_spec.joints:  # best effort: matches reliable and best-effort joint state publishers
+            subs.append(self.create_subscription(JointState, topics.joint_states, self._on_joint_states,
+                                                 qos_profile_sensor_data))
         services = [self.create_service(SetBool, "~/arm", self._on_arm),
                     self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)]
         status_timer = self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)
         pubs = [p for p in (self._command_pub, self._gripper_pub) if p is not None]
         self._entities = ([(self.destroy_lifecycle_publisher, p) for p in pubs]
                           + [(self.destroy_publisher, p) for p in (self._status_pub, self._diag_pub)]
-                          + [(CameraSubscription.destroy, self.camera_sub)]
+                          + [(CameraSubscription.destroy, c) for c in self.camera_subs]
                           + [(self.destroy_subscription, s) for s in subs]
                           + [(self.destroy_service, s) for s in services]
                           + [(self.destroy_timer, status_timer)])
@@ -225,8 +276,8 @@ class VlaNode(StatusReporting, LifecycleNode):
         for destroy, entity in self._entities:
             destroy(entity)
         self._entities = []
-        self.worker, self.policy, self.core, self._latest_obs = None, None, None, None
-        self.camera_sub = None
+        self.worker, self.policy, self.core, self._joints = None, None, None, None
+        self.camera_sub, self.camera_subs, self._frames = None, [], []
         self._instruction = Instruction("", 0.0)
 
     # ----- the control loop (its own node, executor and thread) ----------------------------------
@@ -281,29 +332,61 @@ class VlaNode(StatusReporting, LifecycleNode):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_camera(self, raw: bytes) -> None:
+    def _on_camera(self, index: int, raw: bytes) -> None:
         # Only the cheap checks here (size, header, end marker); the worker decodes the frame it runs,
         # at a reduced JPEG scale for frames much larger than the model input.
         now = self._now()
-        core, worker = self.core, self.worker
+        core, worker, camera = self.core, self.worker, self._cameras[index]
         try:
-            frame = camera_frame(raw, self.config.topics.camera_transport == "compressed", now,
+            frame = camera_frame(raw, camera.transport == "compressed", now,
                                  core.pose if core is not None else None,
                                  decode_min_size(worker.input_size if worker is not None else None))
         except ValueError as exc:
-            self._reject("image", exc)
+            self._reject("image", self._camera_error(camera, exc))
             return
         if core is None:
             return
-        core.on_image(now)
+        core.on_image(now, camera=camera.topic)
         self._errors.resolve("image", now)  # an image rejected earlier is no longer the last word
-        self._latest_obs = frame
-        self._maybe_infer(frame)
+        frames = self._frames
+        frames[index] = frame
+        if index == 0:  # the primary camera paces inference; the others' newest frames go with it
+            self._maybe_infer(now)
 
-    def _maybe_infer(self, frame: Frame) -> None:
-        instruction = self._instruction
-        if self._active and instruction.text and self.worker is not None:
-            self.worker.submit_frame(frame, instruction)
+    def _camera_error(self, camera: CameraSettings, exc: ValueError) -> ValueError:
+        """The rejection of a frame of `camera`, naming it when the node has several cameras."""
+        return ImageError(f"camera '{camera.topic}': {exc}") if len(self._cameras) > 1 else exc
+
+    def _maybe_infer(self, now: float) -> None:
+        """Submit the newest observation when there is an instruction and the control core wants a chunk."""
+        instruction, core, worker = self._instruction, self.core, self.worker
+        if not (self._active and instruction.text and worker is not None and core is not None):
+            return
+        if not core.wants_inference(now):
+            return
+        item = self._inference_input(core, now)
+        if item is not None:
+            worker.submit_frame(item, instruction)
+
+    def _inference_input(self, core: ControlCore, now: float) -> Frame | None:
+        """The primary frame alone (one camera, no proprio), else every camera's newest frame with the
+        proprio vector; None while a camera has no fresh frame (HOLD names it) or the proprio is stale."""
+        frames = list(self._frames)
+        if not frames or any(f is None for f in frames):
+            return None
+        if len(frames) == 1 and not self._proprio_spec.dim:
+            return frames[0]
+        if core.stale_camera(now) is not None:
+            return None
+        try:
+            proprio = current_proprio(self._proprio_spec, self._joints, core.pose, now,
+                                      self.config.safety.max_pose_age_s)
+        except ProprioError as exc:
+            text = self._errors.set("proprio", f"no inference: {exc}", now)
+            self._log_throttled("proprio", text)
+            return None
+        self._errors.resolve("proprio")
+        return MultiFrame(tuple(frames), tuple(c.topic for c in self._cameras), proprio)
 
     def _on_instruction(self, raw: bytes) -> None:
         """Checked once here (size, UTF-8, the model's prompt positions); an unusable one means HOLD."""
@@ -327,8 +410,8 @@ class VlaNode(StatusReporting, LifecycleNode):
         if not text:
             if self.worker is not None:
                 self.worker.clear()
-        elif self._latest_obs is not None:
-            self._maybe_infer(self._latest_obs)  # the new instruction reaches the very next call
+        else:
+            self._maybe_infer(now)  # the new instruction reaches the very next call
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and self.core is not None:
@@ -349,6 +432,17 @@ class VlaNode(StatusReporting, LifecycleNode):
             self._errors.resolve("pose", pose.stamp)  # a pose rejected earlier is no longer the last word
         else:
             self._reject("pose", ValueError(core.last_error))
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        """The positions of the proprio joints, by name; a message lacking one is rejected."""
+        now = self._now()
+        try:
+            positions = pick_joint_positions(msg.name, msg.position, self._proprio_spec.joints)
+        except ProprioError as exc:
+            self._reject("proprio", exc)
+            return
+        self._joints = (positions, now)
+        self._errors.resolve("proprio", now)
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         core = self.core

@@ -87,8 +87,19 @@ class StatusReporting:
             control_rate_hz=NO_RATE if control_hz is None else control_hz,
             commands_published=self.commands_published,
             rejected_inputs=sum(self.rejected.values()), policy_errors=worker.stats.errors,
-            last_error=self.last_error or (worker.stats.last_error if worker.faulted else ""))
+            last_error=(self._stale_camera_reason(now) or self.last_error
+                        or (worker.stats.last_error if worker.faulted else "")))
         return VlaStatus(header=header, **status_fields(core, now, counters))
+
+    def _stale_camera_reason(self, now: float) -> str:
+        """With several cameras, which one holds the arm (no frame within its max age); '' when none."""
+        core = self.core
+        if core is None or len(self._cameras) < 2:
+            return ""
+        name = core.stale_camera(now)
+        if name is None:
+            return ""
+        return f"HOLD: camera '{name}' has no frame in the last {core.cameras[name]:g} s"
 
     def _on_status(self) -> None:
         try:

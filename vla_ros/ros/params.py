@@ -15,15 +15,23 @@ import dataclasses
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.schema import ConfigError, apply_overrides, check_value, iter_fields, validate
 
+# A list field's element type, from its annotation: an empty default still declares the right array type.
+_ARRAY_TYPES = {"list[str]": ParameterType.PARAMETER_STRING_ARRAY,
+                "list[float]": ParameterType.PARAMETER_DOUBLE_ARRAY,
+                "list[int]": ParameterType.PARAMETER_INTEGER_ARRAY}
 
-def _parameter_type(value: Any) -> int:
+
+def _parameter_type(value: Any, field: dataclasses.Field | None = None) -> int:
+    declared = _ARRAY_TYPES.get(str(field.type)) if field is not None and isinstance(value, list) else None
+    if declared is not None:
+        return declared
     if isinstance(value, bool):
         return ParameterType.PARAMETER_BOOL
     if isinstance(value, int):
@@ -56,7 +64,7 @@ def describe_field(value: Any, field: dataclasses.Field) -> str:
 def parameter_descriptor(name: str, value: Any, field: dataclasses.Field) -> ParameterDescriptor:
     """The ParameterDescriptor of one config leaf (type, description, range, read-only)."""
     meta = field.metadata
-    ptype = _parameter_type(value)
+    ptype = _parameter_type(value, field)
     desc = ParameterDescriptor(name=name, type=ptype, description=describe_field(value, field),
                                read_only=True)
     if meta.get("choices") is not None:
@@ -73,18 +81,22 @@ def parameter_descriptor(name: str, value: Any, field: dataclasses.Field) -> Par
 
 
 def _coerce_overrides(node: Node, cfg: Any) -> None:
-    """Let `50` stand for `50.0` in parameter files and --param (ROS would refuse the integer)."""
+    """Let `50` stand for `50.0` in parameter files and --param (ROS would refuse the integer), and `[]`
+    for a list whose default is empty."""
     overrides = getattr(node, "_parameter_overrides", None)
     if not isinstance(overrides, dict):
         return
-    for name, value, _ in iter_fields(cfg):
+    for name, value, field in iter_fields(cfg):
         given = overrides.get(name)
         if given is None:
             continue
         v = given.value
         if isinstance(value, float) and isinstance(v, int) and not isinstance(v, bool):
             overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(v))
+        elif value == [] and isinstance(v, (list, array.array)) and not v:
+            del overrides[name]  # the default anyway; rclpy would take [] for a byte array
         elif isinstance(value, list) and isinstance(v, (list, array.array)) and \
+                _parameter_type(value, field) == ParameterType.PARAMETER_DOUBLE_ARRAY and \
                 all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             overrides[name] = Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(x) for x in v])
 
@@ -95,8 +107,10 @@ def declare_config_parameters(node: Node, defaults: Any = None) -> None:
     _coerce_overrides(node, cfg)
     for name, value, field in iter_fields(cfg):
         descriptor = parameter_descriptor(name, value, field)
+        # rclpy types an empty list as a byte array: declare its type instead (unset = the default []).
+        default = Parameter.Type(descriptor.type) if value == [] else value
         try:
-            node.declare_parameter(name, value, descriptor)
+            node.declare_parameter(name, default, descriptor)
         except ParameterException as exc:
             overrides = getattr(node, "_parameter_overrides", {}) or {}
             given = overrides[name].value if name in overrides else None
@@ -111,7 +125,10 @@ def read_config_parameters(node: Node, schema: type = NodeConfig) -> Any:
     """The node's parameters as a validated `schema` instance; raises ConfigError naming a bad parameter."""
     values: dict[str, Any] = {}
     for name, _, _ in iter_fields(schema()):
-        value = node.get_parameter(name).value
+        try:
+            value = node.get_parameter(name).value
+        except ParameterUninitializedException:  # an empty-list parameter nobody set: the default
+            continue
         if isinstance(value, (array.array, tuple)):
             value = list(value)
         values[name] = value
@@ -121,8 +138,11 @@ def read_config_parameters(node: Node, schema: type = NodeConfig) -> Any:
 def config_to_parameters(cfg: Any) -> list[Parameter]:
     """Every leaf of `cfg` as an rclpy Parameter (for Node(parameter_overrides=...))."""
     params = []
-    for name, value, _ in iter_fields(cfg):
-        if isinstance(value, list):
+    for name, value, field in iter_fields(cfg):
+        ptype = _parameter_type(value, field) if isinstance(value, list) else None
+        if ptype == ParameterType.PARAMETER_STRING_ARRAY:
+            params.append(Parameter(name, Parameter.Type.STRING_ARRAY, list(value)))
+        elif isinstance(value, list):
             params.append(Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in value]))
         else:
             params.append(Parameter(name, value=value))

@@ -1,6 +1,7 @@
 """`vla-ros bench`: per-stage latency of the backends side by side, on one checkpoint, in one process.
 
     vla-ros bench --checkpoint DIR --backends torch,torch-generate --runs 30 --warmup 3 --json out/bench.json
+    vla-ros bench --oft-pair out/bench_pair --runs 5 --warmup 1     # autoregressive vs OpenVLA-OFT
 
 Each row runs the full predict (preprocess, vision, prefill, decode steps, detokenize) N times after W
 warm-up calls on the same image and instruction; the table gives median / p90 per stage (ms), per
@@ -9,6 +10,13 @@ process waited for a busy CPU), actions/s, load time and the process's peak RSS 
 share the process, so the increase from row to row is what a row adds). Runs are interleaved
 round-robin across rows so that the machine's load changes hit every row alike. The rows are
 described in vla_ros.runtime.bench_rows.
+
+OpenVLA-OFT rows (an OFT `--checkpoint`, or the `oft-<backend>` rows of `--oft-checkpoint`) time the
+stages preprocess, vision, proprio, actions (the one LLM pass and the head) and unnormalize; one call
+yields a chunk, so actions/s = chunk / end-to-end time. With both families in the run, "OFT / AR
+actions/s" divides each oft-<backend> row's actions/s by the <backend> row's. `--oft-pair DIR` writes (once)
+an autoregressive checkpoint and its OFT twin with the same weights (real tower shapes, a small LLM, one
+camera, chunk 8: see bench_pair.py) and runs torch,oft-torch unless --backends says otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +37,15 @@ from vla_ros.core.stats import distribution
 from vla_ros.core.types import Instruction, Observation
 from vla_ros.model.loader import load_vla
 from vla_ros.model.preprocess import RESIZE_METHODS, ImagePreprocessor
-from vla_ros.runtime.bench_rows import BenchOptions, RowUnavailableError, Runner, RunResult, make_runner
+from vla_ros.runtime.bench_pair import LIBERO_PROPRIO, PairSpec, write_pair
+from vla_ros.runtime.bench_rows import (
+    OFT_PREFIX,
+    BenchOptions,
+    RowUnavailableError,
+    Runner,
+    RunResult,
+    make_runner,
+)
 from vla_ros.runtime.factory import resolve_checkpoint
 from vla_ros.runtime.policy import VlaPolicy
 from vla_ros.runtime.predict_cli import read_rgb
@@ -62,9 +78,10 @@ def row_stats(runner: Runner, results: list[RunResult]) -> dict:
     steps = {f"decode_step_{i + 1}": summarize([r.steps[i] for r in results]) for i in range(n_steps)}
     total = summarize([r.total for r in results])
     cpu = summarize([r.cpu_total for r in results])
-    return {"describe": runner.describe(), "stages": stages, "decode_steps": steps, "end_to_end": total,
-            "end_to_end_thread_cpu": cpu,
-            "actions_per_s": 1e3 / total["median_ms"], "tokens": results[0].tokens,
+    chunk = results[0].chunk
+    return {"describe": runner.describe(), "kind": runner.kind, "chunk": chunk, "stages": stages,
+            "decode_steps": steps, "end_to_end": total, "end_to_end_thread_cpu": cpu,
+            "actions_per_s": chunk * 1e3 / total["median_ms"], "tokens": results[0].tokens,
             "action": results[0].actions,
             "tokens_stable": all(r.tokens == results[0].tokens for r in results)}
 
@@ -100,16 +117,20 @@ def format_table(result: dict) -> str:
     rows.append(("end to end", [cell(result["backends"][n]["end_to_end"]) for n in names]))
     rows.append(("end to end, thread CPU", [cell(result["backends"][n]["end_to_end_thread_cpu"])
                                             for n in names]))
-    rows.append(("actions/s", [f"{result['backends'][n]['actions_per_s']:.1f}" for n in names]))
+    rows.append(("actions/s", [_rate(result["backends"][n]["actions_per_s"]) for n in names]))
     rows.append(("RSS after load MiB", [f"{result['backends'][n]['peak_rss_mb']:.0f}" for n in names]))
     rows.append(("load s", [f"{result['backends'][n]['load_s']:.2f}" for n in names]))
+    if "oft_speedup" in result:
+        rows.append(("actions per call", [str(result["backends"][n]["chunk"]) for n in names]))
+        rows.append(("OFT / AR actions/s", [_ratio(result["oft_speedup"].get(n)) for n in names]))
+        rows.append(("  same, thread CPU", [_ratio(result["oft_speedup_cpu"].get(n)) for n in names]))
     if "speedup_vs_torch_generate" in result:
         rows.append(("speed-up vs generate", [f"{result['speedup_vs_torch_generate'].get(n, 0):.2f}x"
                                               for n in names]))
         rows.append(("  same, thread CPU", [f"{result['speedup_vs_torch_generate_cpu'].get(n, 0):.2f}x"
                                             for n in names]))
-    rows.append(("same tokens as 1st", ["yes" if result["backends"][n]["tokens_match_first"] else "NO"
-                                        for n in names]))
+    same = "same tokens as 1st" if "oft_speedup" not in result else "same result as 1st of its kind"
+    rows.append((same, ["yes" if result["backends"][n]["tokens_match_first"] else "NO" for n in names]))
     width0 = max(len(r[0]) for r in rows)
     widths = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
     lines = ["ms: median / p90".ljust(width0) + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
@@ -121,6 +142,32 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _rate(value: float) -> str:
+    """Actions per second: one decimal, three below 1 (a real-size model on a CPU)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def same_result(first: RunResult, other: RunResult) -> bool:
+    """Same action tokens (autoregressive, discrete OFT), else the same first action within 1e-4."""
+    if first.tokens or other.tokens:
+        return first.tokens == other.tokens
+    return bool(np.allclose(first.actions, other.actions, rtol=1e-4, atol=1e-4))
+
+
+def oft_speedups(rows: dict[str, dict], key: str = "end_to_end") -> dict[str, float]:
+    """Actions per second of each oft-<backend> row over its <backend> row's (when both ran), from the
+    medians of `key` (end_to_end: wall clock; end_to_end_thread_cpu: the thread's CPU time)."""
+    def rate(row: dict) -> float:
+        return row["chunk"] / max(row[key]["median_ms"], 1e-9)
+
+    return {name: rate(row) / rate(rows[name[len(OFT_PREFIX):]]) for name, row in rows.items()
+            if name.startswith(OFT_PREFIX) and name[len(OFT_PREFIX):] in rows}
+
+
 def run_bench(opts: BenchOptions, backends: list[str], runs: int, warmup: int, rgb: np.ndarray,
               text: str, log=print) -> dict:
     """All rows in one process; returns the JSON-ready result."""
@@ -130,6 +177,8 @@ def run_bench(opts: BenchOptions, backends: list[str], runs: int, warmup: int, r
                     "image_shape": list(rgb.shape), "torch_threads": torch.get_num_threads(),
                     "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                     "python": platform.python_version(), "torch": torch.__version__, "backends": {}}
+    if opts.oft_checkpoint:
+        result["oft_checkpoint"] = opts.oft_checkpoint
     runners: dict[str, Runner] = {}
     for name in backends:
         log(f"[bench] {name}: loading")
@@ -155,12 +204,16 @@ def run_bench(opts: BenchOptions, backends: list[str], runs: int, warmup: int, r
     for _ in range(runs):
         for name, runner in runners.items():
             results[name].append(runner.run(rgb, text))
-    first_tokens = results[next(iter(runners))][0].tokens
+    firsts: dict[str, RunResult] = {}
     for name, runner in runners.items():
         row = result["backends"][name]
         row.update(row_stats(runner, results[name]))
-        row["tokens_match_first"] = row["tokens"] == first_tokens
+        row["tokens_match_first"] = same_result(firsts.setdefault(runner.kind, results[name][0]),
+                                                results[name][0])
     result["peak_rss_mb"] = rss_mb()[1]
+    if any(runner.kind != "autoregressive" for runner in runners.values()):
+        result["oft_speedup"] = oft_speedups(result["backends"])
+        result["oft_speedup_cpu"] = oft_speedups(result["backends"], "end_to_end_thread_cpu")
     if "torch-generate" in result["backends"]:
         ref = result["backends"]["torch-generate"]["end_to_end"]["median_ms"]
         result["speedup_vs_torch_generate"] = {n: ref / r["end_to_end"]["median_ms"]
@@ -231,7 +284,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vla-ros bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="", help="checkpoint directory (default: the embedded demo)")
-    p.add_argument("--backends", default="torch,torch-generate", help="comma-separated rows")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated rows (default: torch,torch-generate; with --oft-pair: "
+                        "torch,oft-torch)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--json", default="out/bench.json", help="where to write the results")
@@ -246,7 +301,30 @@ def parser() -> argparse.ArgumentParser:
                    help="image resize: pil = bit-exact numpy PIL bicubic; torch = within 1 of it, faster")
     p.add_argument("--resize-check", type=int, default=0, metavar="N",
                    help="instead of timing: compare the resize methods with PIL on N images (needs Pillow)")
+    p.add_argument("--oft-checkpoint", default="", help="OpenVLA-OFT checkpoint of the oft-<backend> rows")
+    p.add_argument("--oft-engine-dir", default="",
+                   help="its exported graphs / engines (oft-onnxruntime, oft-tensorrt)")
+    p.add_argument("--oft-pair", default="", metavar="DIR",
+                   help="write (once, under DIR) and bench an autoregressive checkpoint and its OpenVLA-OFT "
+                        "twin with the same weights: real tower shapes, small LLM, one camera")
+    p.add_argument("--seed", type=int, default=0, help="--oft-pair: seed of the random weights")
+    p.add_argument("--oft-proprio", type=int, default=LIBERO_PROPRIO, choices=(0, LIBERO_PROPRIO),
+                   help="--oft-pair: proprio values of the OFT checkpoint (0 = no proprio token)")
+    p.add_argument("--oft-chunk", type=int, default=8, help="--oft-pair: actions per OFT chunk")
+    p.add_argument("--tiny-towers", action="store_true",
+                   help="--oft-pair: tiny towers instead of DINOv2-L + SigLIP-SO400M shapes (quick checks)")
     return p
+
+
+def pair_options(args: argparse.Namespace) -> tuple[str, str]:
+    """(checkpoint, OFT checkpoint) of the run: the --oft-pair twins (written when missing), else the
+    flags'."""
+    if not args.oft_pair:
+        return args.checkpoint, args.oft_checkpoint
+    spec = PairSpec(seed=args.seed, proprio_dim=args.oft_proprio, chunk=args.oft_chunk,
+                    real_towers=not args.tiny_towers)
+    ar, oft = write_pair(args.oft_pair, spec, log=lambda s: print(s, file=sys.stderr))
+    return str(ar), str(oft)
 
 
 def main(argv: list[str]) -> int:
@@ -256,11 +334,14 @@ def main(argv: list[str]) -> int:
         return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    rows = args.backends or ("torch,oft-torch" if args.oft_pair else "torch,torch-generate")
+    backends = [b.strip() for b in rows.split(",") if b.strip()]
     try:
         rgb = read_rgb(args.image) if args.image else synthetic_image()
-        opts = BenchOptions(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
-                            engine_dir=args.engine_dir, unnorm_key=args.unnorm_key, resize=args.resize)
+        checkpoint, oft_checkpoint = pair_options(args)
+        opts = BenchOptions(checkpoint=checkpoint, device=args.device, dtype=args.dtype,
+                            engine_dir=args.engine_dir, unnorm_key=args.unnorm_key, resize=args.resize,
+                            oft_checkpoint=oft_checkpoint, oft_engine_dir=args.oft_engine_dir)
         if args.resize_check > 0:
             images = [rgb] if args.image else sample_images(args.resize_check)
             result = resize_check(opts, images, args.instruction)

@@ -1,7 +1,10 @@
 """The rows of `vla-ros bench`: what each one runs, and how a row name becomes a Runner.
 
-- any backend name `make_policy` knows ("torch", "onnxruntime", "tensorrt"): VlaPolicy, built with
-  the bench's torch thread count (ONNX Runtime gets as many intra-op threads);
+- any backend name `make_policy` knows ("torch", "onnxruntime", "tensorrt"): the checkpoint's policy,
+  built with the bench's torch thread count (ONNX Runtime gets as many intra-op threads): VlaPolicy
+  (one action per call), or for an OpenVLA-OFT checkpoint OftPolicy (a chunk of actions per call);
+- "oft-<backend>" (e.g. "oft-torch", "oft-onnxruntime"): the same for the second checkpoint of the bench,
+  `--oft-checkpoint` (engines: `--oft-engine-dir`), so both families run side by side in one process;
 - "torch-generate": the reference path, transformers `generate()` (greedy, 7 tokens, KV cache) on the
   same spliced embeddings, with the same action-id restriction, preprocessing and detokenization.
 Extra rows register with `register_row(name, factory)`. A backend that cannot run on this machine
@@ -24,6 +27,9 @@ from vla_ros.model.normalization import action_stats, unnormalize
 from vla_ros.model.preprocess import ImagePreprocessor
 from vla_ros.runtime import trt_backend
 from vla_ros.runtime.factory import make_policy, resolve_checkpoint
+from vla_ros.runtime.oft_policy import OftPolicy
+
+OFT_PREFIX = "oft-"  # rows of the second (OpenVLA-OFT) checkpoint
 
 
 @dataclass
@@ -36,6 +42,8 @@ class BenchOptions:
     engine_dir: str = ""
     unnorm_key: str = ""
     resize: str = "auto"  # image resize method (vla_ros.model.preprocess.RESIZE_METHODS)
+    oft_checkpoint: str = ""  # the "oft-*" rows' checkpoint
+    oft_engine_dir: str = ""  # their exported graphs / engines
 
 
 @dataclass
@@ -48,10 +56,13 @@ class RunResult:
     total: float
     actions: list[float] = field(default_factory=list)
     cpu_total: float = 0.0  # CPU seconds of the calling thread: the work, without time preempted
+    chunk: int = 1  # actions one call yields
 
 
 class Runner:
     """A bench row: `run(rgb, text)` -> RunResult; `describe()` for the table header."""
+
+    kind = "autoregressive"  # rows are compared with the first row of the same kind
 
     def run(self, rgb: np.ndarray, text: str) -> RunResult:
         raise NotImplementedError
@@ -73,6 +84,32 @@ class PolicyRunner(Runner):
         return RunResult(tokens=[int(t) for t in self.policy.last_tokens], stages=dict(chunk.timings),
                          steps=list(self.policy.last_step_times), total=total,
                          actions=chunk.actions[0].tolist(), cpu_total=cpu)
+
+    def describe(self) -> str:
+        return self.policy.describe()
+
+
+class ChunkRunner(Runner):
+    """An OftPolicy: every camera sees the bench image, proprio is all zeros; one call yields a chunk.
+
+    Runs `predict_arrays`, i.e. all of predict but the gripper mapping and the action scale (microseconds),
+    so checkpoints of any action dimension can be timed.
+    """
+
+    kind = "parallel"
+
+    def __init__(self, policy: OftPolicy) -> None:
+        self.policy = policy
+        dim = policy.settings.proprio_dim
+        self.proprio = np.zeros(dim) if dim else None
+
+    def run(self, rgb: np.ndarray, text: str) -> RunResult:
+        images = [rgb] * self.policy.inputs.cameras
+        c0, t0 = time.thread_time(), time.perf_counter()
+        out = self.policy.predict_arrays(images, text, self.proprio)
+        total, cpu = time.perf_counter() - t0, time.thread_time() - c0
+        return RunResult(tokens=[int(t) for t in self.policy.last_ids], stages=dict(out.timings), steps=[],
+                         total=total, actions=out.actions[0].tolist(), cpu_total=cpu, chunk=len(out.actions))
 
     def describe(self) -> str:
         return self.policy.describe()
@@ -162,17 +199,24 @@ def register_row(name: str, factory: RowFactory) -> None:
 
 
 def make_runner(name: str, opts: BenchOptions) -> Runner:
-    """The row `name`: a registered factory, else VlaPolicy from make_policy(backend=name)."""
+    """The row `name`: a registered factory, else the checkpoint's policy from make_policy(backend=name)
+    ("oft-<backend>": of the OFT checkpoint)."""
     if name in ROWS:
         return ROWS[name](opts)
-    reason = AVAILABILITY.get(name, lambda: None)()
+    backend, checkpoint, engine_dir = name, opts.checkpoint, opts.engine_dir
+    if name.startswith(OFT_PREFIX):
+        if not opts.oft_checkpoint:
+            raise ValueError(f"row {name!r} runs the OpenVLA-OFT checkpoint: give --oft-checkpoint "
+                             f"(or --oft-pair)")
+        backend, checkpoint, engine_dir = name[len(OFT_PREFIX):], opts.oft_checkpoint, opts.oft_engine_dir
+    reason = AVAILABILITY.get(backend, lambda: None)()
     if reason is not None:
         raise RowUnavailableError(reason)
-    cfg = PolicyConfig(checkpoint=opts.checkpoint, backend=name, device=opts.device, dtype=opts.dtype,
-                       engine_dir=opts.engine_dir, unnorm_key=opts.unnorm_key,
+    cfg = PolicyConfig(checkpoint=checkpoint, backend=backend, device=opts.device, dtype=opts.dtype,
+                       engine_dir=engine_dir, unnorm_key=opts.unnorm_key,
                        threads=torch.get_num_threads())
     policy = make_policy(cfg)
     preprocessor = getattr(policy, "preprocessor", None)
     if preprocessor is not None and opts.resize != preprocessor.cfg.resize:
         policy.preprocessor = ImagePreprocessor(replace(preprocessor.cfg, resize=opts.resize))
-    return PolicyRunner(policy)
+    return ChunkRunner(policy) if isinstance(policy, OftPolicy) else PolicyRunner(policy)

@@ -1,12 +1,16 @@
 """`vla-ros export CHECKPOINT OUT_DIR`: ONNX graphs of the stages the torch backend runs.
 
-Four graphs are traced (torch.export, opset <= 20) from the modules of `vla_ros.model.stages`:
-vision (both towers' pixels -> projected patches), embed (token ids -> embeddings), prefill
-(embeddings -> last logits + per-layer K/V) and decode (one token + past K/V -> logits + K/V one
-longer), with flat `past_k_i` / `past_v_i` / `present_k_i` / `present_v_i` tensors. Batch is 1.
+The graphs are traced (torch.export, opset <= 20) from the modules of `vla_ros.model.stages`; the
+checkpoint's settings file (`vla_settings.json`) decides which. Autoregressive OpenVLA: vision (both
+towers' pixels -> projected patches), embed (token ids -> embeddings), prefill (embeddings -> last
+logits + per-layer K/V) and decode (one token + past K/V -> logits + K/V one longer), with flat
+`past_k_i` / `past_v_i` / `present_k_i` / `present_v_i` tensors; batch 1. OpenVLA-OFT: vision (batch =
+cameras; with FiLM a second input `condition` [cameras, D]), embed, proprio (when the checkpoint has
+proprio) and actions (the whole OFT sequence -> the chunk: one bidirectional LLM pass, the shifted slot
+slice and the head; no K/V cache, dynamic sequence length); the settings file is copied next to them.
 fp16 graphs compute every Softmax and LayerNormalization in fp32 (Cast islands); the LLM's
 RMSNorm already upcasts in the model. `manifest.json` records inputs/outputs (shape, dtype), the
-TensorRT optimization profiles, opset, checkpoint hash and tool versions.
+TensorRT optimization profiles, opset, checkpoint hash, settings and tool versions.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -27,12 +32,22 @@ import torch
 from onnx import TensorProto, helper
 
 from vla_ros.model.loader import load_vla
+from vla_ros.model.settings import SETTINGS_FILE, VlaSettings
 from vla_ros.model.spec import CheckpointError
-from vla_ros.model.stages import DecodeStage, EmbedStage, PrefillStage, VisionStage, kv_names
-from vla_ros.runtime.graph_dir import FORMAT, MANIFEST, sha256_files
+from vla_ros.model.stages import (
+    DecodeStage,
+    EmbedStage,
+    PrefillStage,
+    ProprioStage,
+    VisionStage,
+    action_stage,
+    kv_names,
+)
+from vla_ros.runtime.graph_dir import AR_GRAPHS, FORMAT, MANIFEST, OFT_GRAPHS, family_graphs, sha256_files
 
 FORMAT_VERSION = 1
-GRAPHS = ("vision", "embed", "prefill", "decode")
+ALL_GRAPHS = tuple(dict.fromkeys(AR_GRAPHS + OFT_GRAPHS))
+MAX_CAMERAS = 16  # largest camera batch the OFT vision graph takes (more when the checkpoint has more)
 MIN_OPSET, MAX_OPSET = 18, 20  # torch.export's exporter starts at 18; TensorRT 10.0-10.13 parse <= 20
 FP32_OPS = ("Softmax", "LayerNormalization")  # computed in fp32 inside fp16 graphs
 OPT_TEXT_TOKENS = 24  # typical prompt length [tokens]: the profiles' "opt"
@@ -48,7 +63,7 @@ class ExportError(RuntimeError):
 def checkpoint_files(checkpoint: Path) -> list[Path]:
     """The files that define a checkpoint's behaviour: config, weights, tokenizer, preprocessing."""
     names = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer.model",
-             "tokenizer_config.json", "added_tokens.json", "dataset_statistics.json"]
+             "tokenizer_config.json", "added_tokens.json", "dataset_statistics.json", SETTINGS_FILE]
     files = [checkpoint / n for n in names if (checkpoint / n).is_file()]
     return files + sorted(checkpoint.glob("*.safetensors"))
 
@@ -160,9 +175,8 @@ def _finish_graph(path: Path, dtype: str) -> tuple[dict[str, Any], int]:
     return describe_io(model), islands
 
 
-def _profiles(graph: str, model: Any, patches: int, hidden: int, max_text: int) -> dict[str, dict]:
-    """TensorRT min/opt/max shapes of the dynamic inputs of one graph."""
-    core = model.core
+def _ar_profiles(graph: str, core: Any, patches: int, hidden: int, max_text: int) -> dict[str, dict]:
+    """TensorRT min/opt/max shapes of the dynamic inputs of one autoregressive graph."""
     limit = core.max_positions
     seq_opt, seq_max = patches + OPT_TEXT_TOKENS, min(patches + max_text, limit - N_ACTIONS)
     kv = [1, core.num_kv_heads, 0, core.head_dim]
@@ -183,57 +197,54 @@ def _profiles(graph: str, model: Any, patches: int, hidden: int, max_text: int) 
     return {}
 
 
-def _graphs_to_keep(path: Path, manifest: dict[str, Any], exporting: Sequence[str]) -> dict[str, Any]:
-    """Entries of an earlier export in the same directory that stay valid (same checkpoint and options)."""
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    same = all(old.get(k) == manifest[k] for k in ("checkpoint_sha256", "dtype", "opset", "model"))
-    if not same or not isinstance(old.get("graphs"), dict):
-        return {}
-    return {name: entry for name, entry in old["graphs"].items() if name in GRAPHS and name not in exporting}
+def oft_fixed_length(settings: VlaSettings, patches: int) -> int:
+    """Positions of an OFT sequence besides the prompt ids after BOS: BOS, every camera's patches, the
+    proprio token, the zero action slots and </s>."""
+    return len(settings.cameras) * patches + (1 if settings.proprio_dim else 0) + settings.n_slots + 2
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
-                      opset: int = MAX_OPSET, graphs: Sequence[str] = GRAPHS,
-                      max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, log: Log = print,
-                      loaded: Any = None) -> dict[str, Any]:
-    """Export the stages of a checkpoint to `out_dir`; returns the manifest (also written as JSON).
+def _fixed(shape: list[int]) -> dict[str, list[int]]:
+    return {"min": shape, "opt": shape, "max": shape}
 
-    `loaded` (a LoadedVla of the same checkpoint, in `dtype`, on the CPU) skips loading it again.
-    """
-    if dtype not in ("fp32", "fp16"):
-        raise ExportError(f"--dtype must be fp32 or fp16, got {dtype!r}")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (TensorRT 10.x parses up to 20)")
-    unknown = set(graphs) - set(GRAPHS)
-    if unknown:
-        raise ExportError(f"unknown graph(s) {sorted(unknown)}; choose from {list(GRAPHS)}")
-    checkpoint, out = Path(checkpoint), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t_all = time.monotonic()
-    if loaded is None:
-        log(f"loading {checkpoint} ({dtype})")
-        loaded = load_vla(checkpoint, dtype=dtype, device="cpu")
-    elif loaded.dtype != dtype or loaded.device != "cpu":
-        raise ExportError(f"the loaded model is {loaded.dtype} on {loaded.device}; "
-                          f"export needs {dtype} on cpu")
-    model, cfg = loaded.model, loaded.spec
-    core = model.core
-    hidden, patches, n_layers = cfg.llm_hidden, cfg.num_patches, core.num_layers
-    max_text = int(max_text_tokens)
-    if not 2 <= max_text <= core.max_positions - patches - N_ACTIONS:
-        raise ExportError(f"max_text_tokens must be in [2, {core.max_positions - patches - N_ACTIONS}]")
-    float_dtype = next(model.parameters()).dtype
-    past_names, present_names = kv_names(n_layers, "past"), kv_names(n_layers, "present")
+
+def _oft_profiles(graph: str, settings: VlaSettings, cfg: Any, max_text: int) -> dict[str, dict]:
+    """TensorRT min/opt/max shapes of the dynamic inputs of one OFT graph (`max_text` counts BOS)."""
+    hidden, cameras = cfg.llm_hidden, len(settings.cameras)
+    if graph == "vision":
+        size = cfg.image_size
+        out = {"pixel_values": _fixed([cameras, 3 * cfg.n_towers, size, size])}
+        return {**out, "condition": _fixed([cameras, hidden])} if settings.film else out
+    if graph == "embed":  # BOS, the prompt and </s>
+        return {"token_ids": {"min": [1, 2], "opt": [1, OPT_TEXT_TOKENS + 1], "max": [1, max_text + 1]}}
+    if graph == "actions":
+        fixed = oft_fixed_length(settings, cfg.num_patches)
+        return {"inputs_embeds": {"min": [1, fixed + 1, hidden],
+                                  "opt": [1, fixed + min(OPT_TEXT_TOKENS, max_text) - 1, hidden],
+                                  "max": [1, fixed + max_text - 1, hidden]}}
+    return {}
+
+
+def _check_max_text(max_text: int, core: Any, settings: VlaSettings, patches: int) -> None:
+    """The prompt-length limit must leave room for the rest of the family's sequence."""
+    taken = oft_fixed_length(settings, patches) - 1 if settings.parallel else patches + N_ACTIONS
+    if not 2 <= max_text <= core.max_positions - taken:
+        raise ExportError(f"max_text_tokens must be in [2, {core.max_positions - taken}]")
+
+
+GraphSpec = tuple[Any, tuple, list[str], list[str], Any]  # module, sample inputs, names in/out, dynamic
+
+
+def _ar_specs(model: Any, cfg: Any, max_text: int, float_dtype: torch.dtype) -> dict[str, GraphSpec]:
+    """The autoregressive family's graphs: vision, embed, prefill, decode (batch 1)."""
+    core, patches, hidden = model.core, cfg.num_patches, cfg.llm_hidden
+    past_names, present_names = kv_names(core.num_layers, "past"), kv_names(core.num_layers, "present")
     dim = torch.export.Dim
     seq = dim("seq", min=2, max=min(core.max_positions - N_ACTIONS, patches + max_text))
     tokens = dim("tokens", min=1, max=core.max_positions)
     past = dim("past", min=1, max=core.max_positions - 1)
     sample_past = [torch.zeros(1, core.num_kv_heads, 5, core.head_dim, dtype=float_dtype) for _ in past_names]
     pixels = torch.zeros(1, 3 * cfg.n_towers, cfg.image_size, cfg.image_size, dtype=float_dtype)
-    specs: dict[str, tuple] = {
+    return {
         "vision": (VisionStage(model), (pixels,), ["pixel_values"], ["patch_embeds"], None),
         "embed": (EmbedStage(core), (torch.zeros(1, 6, dtype=torch.int64),), ["token_ids"], ["embeds"],
                   {"token_ids": {1: tokens}}),
@@ -243,61 +254,173 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
                    ["token_ids", *past_names], ["logits", *present_names],
                    {"token_ids": None, "past": tuple({2: past} for _ in past_names)}),
     }
+
+
+def _oft_specs(model: Any, cfg: Any, max_text: int, float_dtype: torch.dtype) -> dict[str, GraphSpec]:
+    """OpenVLA-OFT's graphs: vision (batch = cameras, FiLM condition), embed, proprio, actions."""
+    settings, core, hidden = model.settings, model.core, cfg.llm_hidden
+    dim = torch.export.Dim
+    cameras = dim("cameras", min=1, max=max(MAX_CAMERAS, len(settings.cameras)))
+    fixed = oft_fixed_length(settings, cfg.num_patches)
+    seq = dim("seq", min=fixed + 1, max=fixed + max_text - 1)
+    tokens = dim("tokens", min=1, max=core.max_positions)
+    pixels = torch.zeros(2, 3 * cfg.n_towers, cfg.image_size, cfg.image_size, dtype=float_dtype)  # 2: not 0/1
+    vision_in, vision_names, vision_dyn = (pixels,), ["pixel_values"], {"pixel_values": {0: cameras}}
+    if settings.film:
+        vision_in += (torch.zeros(2, hidden, dtype=float_dtype),)
+        vision_names.append("condition")
+        vision_dyn["condition"] = {0: cameras}
+    output = "actions" if settings.action_head == "l1_regression" else "action_ids"
+    specs: dict[str, GraphSpec] = {
+        "vision": (VisionStage(model), vision_in, vision_names, ["patch_embeds"], vision_dyn),
+        "embed": (EmbedStage(core), (torch.zeros(1, 6, dtype=torch.int64),), ["token_ids"], ["embeds"],
+                  {"token_ids": {1: tokens}}),
+        "actions": (action_stage(model), (torch.zeros(1, fixed + min(8, max_text - 1), hidden,
+                                                      dtype=float_dtype),),
+                    ["inputs_embeds"], [output], {"inputs_embeds": {1: seq}}),
+    }
+    if settings.proprio_dim:
+        specs["proprio"] = (ProprioStage(model), (torch.zeros(1, settings.proprio_dim, dtype=float_dtype),),
+                            ["proprio"], ["proprio_embeds"], None)
+    return specs
+
+
+def _graphs_to_keep(path: Path, manifest: dict[str, Any], exporting: Sequence[str]) -> dict[str, Any]:
+    """Entries of an earlier export in the same directory that stay valid (same checkpoint and options)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = ("checkpoint_sha256", "dtype", "opset", "model", "settings")
+    same = all(old.get(k) == manifest.get(k) for k in keys)
+    if not same or not isinstance(old.get("graphs"), dict):
+        return {}
+    wanted = family_graphs(VlaSettings.from_json(manifest["settings"]))
+    return {name: entry for name, entry in old["graphs"].items() if name in wanted and name not in exporting}
+
+
+def _copy_settings(checkpoint: Path, out: Path) -> None:
+    """The checkpoint's settings file next to the graphs (a stale one from another export is removed)."""
+    source, target = checkpoint / SETTINGS_FILE, out / SETTINGS_FILE
+    if source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        target.unlink(missing_ok=True)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
+                      opset: int = MAX_OPSET, graphs: Sequence[str] | None = None,
+                      max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, log: Log = print,
+                      loaded: Any = None) -> dict[str, Any]:
+    """Export the stages of a checkpoint to `out_dir`; returns the manifest (also written as JSON).
+
+    `graphs`: a subset of the family's graphs (None = all of them). `loaded` (a LoadedVla of the same
+    checkpoint, in `dtype`, on the CPU) skips loading it again.
+    """
+    if dtype not in ("fp32", "fp16"):
+        raise ExportError(f"--dtype must be fp32 or fp16, got {dtype!r}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (TensorRT 10.x parses up to 20)")
+    unknown = set(graphs or ()) - set(ALL_GRAPHS)
+    if unknown:
+        raise ExportError(f"unknown graph(s) {sorted(unknown)}; choose from {list(ALL_GRAPHS)}")
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.monotonic()
+    if loaded is None:
+        log(f"loading {checkpoint} ({dtype})")
+        loaded = load_vla(checkpoint, dtype=dtype, device="cpu")
+    elif loaded.dtype != dtype or loaded.device != "cpu":
+        raise ExportError(f"the loaded model is {loaded.dtype} on {loaded.device}; "
+                          f"export needs {dtype} on cpu")
+    model, cfg, settings = loaded.model, loaded.spec, loaded.settings
+    core = model.core
+    available = family_graphs(settings)
+    graphs = list(graphs or available)
+    foreign = [g for g in graphs if g not in available]
+    if foreign:
+        raise ExportError(f"graph(s) {foreign} do not belong to this checkpoint ({loaded.family.name}: "
+                          f"{', '.join(available)})")
+    max_text = int(max_text_tokens)
+    _check_max_text(max_text, core, settings, cfg.num_patches)
+    float_dtype = next(model.parameters()).dtype
+    make_specs = _oft_specs if settings.parallel else _ar_specs
+    specs = make_specs(model, cfg, max_text, float_dtype)
+    manifest = _manifest(checkpoint, loaded, dtype, opset, max_text)
+    log("hashing checkpoint files")
+    manifest["checkpoint_sha256"] = sha256_files(checkpoint_files(checkpoint))
+    manifest["graphs"] = _graphs_to_keep(out / MANIFEST, manifest, graphs)
+    for i, name in enumerate(graphs, 1):
+        log(f"[{i}/{len(graphs)}] {name}: tracing and exporting (opset {opset}, {dtype})")
+        manifest["graphs"][name] = _export_graph(name, specs[name], out, opset, dtype, log)
+        profiles = (_oft_profiles(name, settings, cfg, max_text) if settings.parallel
+                    else _ar_profiles(name, core, cfg.num_patches, cfg.llm_hidden, max_text))
+        manifest["graphs"][name]["profiles"] = profiles
+    _copy_settings(checkpoint, out)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log(f"wrote {out / MANIFEST} ({time.monotonic() - t_all:.1f} s in all)")
+    return manifest
+
+
+def _manifest(checkpoint: Path, loaded: Any, dtype: str, opset: int, max_text: int) -> dict[str, Any]:
+    """The manifest's header: format, options, checkpoint, model facts, settings, K/V names."""
+    core, cfg = loaded.model.core, loaded.spec
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dtype": dtype, "opset": opset,
         "checkpoint": str(checkpoint.resolve()),
         "config_sha256": sha256_files([checkpoint / "config.json"]),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tools": tool_versions(),
-        "model": {"family": loaded.family.name, "num_layers": n_layers, "num_heads": core.num_heads,
-                  "num_kv_heads": core.num_kv_heads, "head_dim": core.head_dim, "hidden": hidden,
-                  "vocab": cfg.padded_vocab_size, "num_patches": patches, "image_size": cfg.image_size,
-                  "n_towers": cfg.n_towers, "max_positions": core.max_positions,
+        "model": {"family": loaded.family.name, "num_layers": core.num_layers, "num_heads": core.num_heads,
+                  "num_kv_heads": core.num_kv_heads, "head_dim": core.head_dim, "hidden": cfg.llm_hidden,
+                  "vocab": cfg.padded_vocab_size, "num_patches": cfg.num_patches,
+                  "image_size": cfg.image_size, "n_towers": cfg.n_towers, "max_positions": core.max_positions,
                   "max_text_tokens": max_text},
-        "kv": {"past": past_names, "present": present_names},
+        "settings": loaded.settings.to_json(),
         "graphs": {},
     }
-    log("hashing checkpoint files")
-    manifest["checkpoint_sha256"] = sha256_files(checkpoint_files(checkpoint))
-    manifest["graphs"] = _graphs_to_keep(out / MANIFEST, manifest, graphs)
-    for i, name in enumerate(graphs, 1):
-        module, args, in_names, out_names, dyn = specs[name]
-        path = out / f"{name}.onnx"
-        log(f"[{i}/{len(graphs)}] {name}: tracing and exporting (opset {opset}, {dtype})")
-        t0 = time.monotonic()
-        try:
-            _export_one(module.eval(), args, path, in_names, out_names, dyn, opset)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the graph's name
-            raise ExportError(f"exporting {name} failed: {type(exc).__name__}: {exc}") from exc
-        io, islands = _finish_graph(path, dtype)
-        files = graph_files(path)
-        size = sum(f.stat().st_size for f in files)
-        manifest["graphs"][name] = {
-            "file": path.name, "data_files": [f.name for f in files[1:]], "sha256": sha256_files(files),
-            **io, "profiles": _profiles(name, model, patches, hidden, max_text), "fp32_islands": islands}
-        log(f"    {path.name}: {size / 1e6:.1f} MB, onnx.checker ok"
-            f"{f', {islands} Softmax/LayerNorm in fp32' if dtype == 'fp16' else ''}"
-            f" ({time.monotonic() - t0:.1f} s)")
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    log(f"wrote {out / MANIFEST} ({time.monotonic() - t_all:.1f} s in all)")
+    if not loaded.settings.parallel:
+        manifest["kv"] = {"past": kv_names(core.num_layers, "past"),
+                          "present": kv_names(core.num_layers, "present")}
     return manifest
+
+
+def _export_graph(name: str, spec: GraphSpec, out: Path, opset: int, dtype: str, log: Log) -> dict[str, Any]:
+    """Trace, export and check one graph; returns its manifest entry (without profiles)."""
+    module, args, in_names, out_names, dyn = spec
+    path = out / f"{name}.onnx"
+    t0 = time.monotonic()
+    try:
+        _export_one(module.eval(), args, path, in_names, out_names, dyn, opset)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the graph's name
+        raise ExportError(f"exporting {name} failed: {type(exc).__name__}: {exc}") from exc
+    io, islands = _finish_graph(path, dtype)
+    files = graph_files(path)
+    size = sum(f.stat().st_size for f in files)
+    nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
+    log(f"    {path.name}: {size / 1e6:.1f} MB, {nodes} nodes, onnx.checker ok"
+        f"{f', {islands} Softmax/LayerNorm in fp32' if dtype == 'fp16' else ''}"
+        f" ({time.monotonic() - t0:.1f} s)")
+    return {"file": path.name, "data_files": [f.name for f in files[1:]], "sha256": sha256_files(files),
+            **io, "nodes": nodes, "fp32_islands": islands}
 
 
 def main(argv: list[str]) -> int:
     """CLI entry point of `vla-ros export`."""
     ap = argparse.ArgumentParser(prog="vla-ros export", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="checkpoint directory (OpenVLA HF layout)")
+    ap.add_argument("checkpoint", help="checkpoint directory (OpenVLA HF layout, or converted OpenVLA-OFT)")
     ap.add_argument("out_dir", help="output directory for the graphs and manifest.json")
     ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="graph precision")
     ap.add_argument("--opset", type=int, default=MAX_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET})")
-    ap.add_argument("--graphs", default=",".join(GRAPHS),
-                    help="comma-separated subset of " + ",".join(GRAPHS))
+    ap.add_argument("--graphs", default="",
+                    help="comma-separated subset of the family's graphs (default: all of them: "
+                         + ",".join(AR_GRAPHS) + "; OpenVLA-OFT: " + ",".join(OFT_GRAPHS) + ")")
     ap.add_argument("--max-text-tokens", type=int, default=DEFAULT_MAX_TEXT_TOKENS,
                     help="longest prompt in tokens that the TensorRT profiles cover")
     args = ap.parse_args(argv)
     try:
         export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.opset,
-                          [g for g in args.graphs.split(",") if g], args.max_text_tokens)
+                          [g for g in args.graphs.split(",") if g] or None, args.max_text_tokens)
     except (ExportError, CheckpointError) as exc:
         print(f"vla-ros export: {exc}", file=sys.stderr)
         return 1

@@ -70,10 +70,9 @@ def build_policy(cfg: PolicyConfig, checkpoint: Path) -> Policy:
 
 
 def policy_for(loaded, backend, cfg: PolicyConfig) -> Policy:
-    """The Policy of a loaded checkpoint's family on `backend`: OFT's chunk policy or the autoregressive one."""
+    """The Policy of a loaded checkpoint on `backend`: OFT's chunk policy or the autoregressive one."""
     if loaded.settings.parallel:
-        return OftPolicy.from_loaded(loaded, backend, cfg.unnorm_key, gripper_options(cfg),
-                                     getattr(cfg, "action_scale", None))
+        return OftPolicy.from_loaded(loaded, backend, cfg.unnorm_key, gripper_options(cfg), cfg.action_scale)
     return VlaPolicy.from_loaded(loaded, backend, cfg.unnorm_key, gripper_options(cfg))
 
 

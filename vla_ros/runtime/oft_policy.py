@@ -70,6 +70,14 @@ def oft_stats(norm_stats: dict, settings: VlaSettings, unnorm_key: str
     return actions, proprio
 
 
+def oft_sequence(bos: np.ndarray, patches: np.ndarray, proprio: np.ndarray | None, prompt: np.ndarray,
+                 n_slots: int, stop: np.ndarray) -> np.ndarray:
+    """OFT's input: [BOS][patches][proprio?][prompt][n_slots zero vectors][</s>], f32 [1, L, D]."""
+    zeros = np.zeros((1, n_slots, prompt.shape[2]), dtype=np.float32)
+    parts = [bos, patches] + ([proprio] if proprio is not None else []) + [prompt, zeros, stop]
+    return np.concatenate([np.asarray(x, dtype=np.float32) for x in parts], axis=1)
+
+
 class OftPolicy:
     """Policy over an OFT-capable Backend (vision with FiLM input, proprio, actions)."""
 
@@ -168,14 +176,13 @@ class OftPolicy:
             raise FloatingPointError("the vision stage produced NaN/Inf patch embeddings")
         patches = patches.reshape(1, -1, patches.shape[-1]).astype(np.float32)
         t2 = time.perf_counter()
-        parts = [prompt.bos, patches]
+        token = None
         if raw_proprio is not None:
             normalized_proprio = normalize_proprio(raw_proprio, self.proprio_stats)
-            parts.append(self.backend.proprio(normalized_proprio[None].astype(np.float32)))
+            token = self.backend.proprio(normalized_proprio[None].astype(np.float32))
         t3 = time.perf_counter()
         self._check_length(prompt, patches.shape[1])
-        zeros = np.zeros((1, s.n_slots, patches.shape[-1]), dtype=np.float32)
-        embeds = np.concatenate(parts + [prompt.prompt, zeros, prompt.stop], axis=1)
+        embeds = oft_sequence(prompt.bos, patches, token, prompt.prompt, s.n_slots, prompt.stop)
         out = self.backend.actions(embeds)
         normalized = self._normalized(out)
         t4 = time.perf_counter()

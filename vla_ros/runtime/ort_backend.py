@@ -1,4 +1,5 @@
-"""The ONNX Runtime backend: the exported vision / embed / prefill / decode graphs in ORT sessions.
+"""The ONNX Runtime backend: the exported graphs in ORT sessions (vision / embed / prefill / decode for
+the autoregressive family; vision / embed / proprio / actions for OpenVLA-OFT, as the export's settings say).
 
 Execution providers: "cpu", "cuda" or "tensorrt" (each falls back along tensorrt -> cuda -> cpu).
 onnxruntime-gpu lists its GPU providers and then silently runs on the CPU when the CUDA libraries
@@ -22,7 +23,14 @@ import numpy as np
 
 from vla_ros.core.config import PolicyConfig
 from vla_ros.core.types import Policy
-from vla_ros.runtime.graph_dir import checked_manifest, policy_for, read_manifest
+from vla_ros.runtime.graph_dir import (
+    checked_manifest,
+    family_graphs,
+    film_input,
+    manifest_settings,
+    policy_for,
+    read_manifest,
+)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -157,16 +165,17 @@ class OrtBackend:
             raise OrtBackendError(f"optimization must be one of {OPT_LEVELS}")
         self.graph_dir = Path(graph_dir)
         self.manifest = read_manifest(self.graph_dir)
+        self.settings = manifest_settings(self.manifest)
         model = self.manifest["model"]
         self.max_positions = int(model["max_positions"])
-        self.past_names = list(self.manifest["kv"]["past"])
+        self.past_names = list(self.manifest.get("kv", {}).get("past", []))
         self.dtype = self.manifest["dtype"]
         self.float_type = np.float16 if self.dtype == "fp16" else np.float32
         graphs = self.manifest["graphs"]
         self.graphs = {name: OrtGraph(self.graph_dir / graphs[name]["file"], self.options,
                                       graphs[name].get("profiles"))
-                       for name in ("vision", "embed", "prefill", "decode")}
-        self.provider = self.graphs["decode"].provider
+                       for name in family_graphs(self.settings)}
+        self.provider = self.graphs["actions" if self.settings.parallel else "decode"].provider
         self.fallbacks = [g.fallback for g in self.graphs.values() if g.fallback]
 
     def describe(self) -> str:
@@ -177,10 +186,28 @@ class OrtBackend:
             text += f" (WARNING: requested {PROVIDERS[self.options.provider]}, fell back to {self.provider})"
         return text
 
-    def vision(self, pixel_values: np.ndarray) -> np.ndarray:
-        """[1, 3 * n_towers, S, S] f32 -> patch embeddings [1, P, D] f32."""
-        (patches,) = self.graphs["vision"].run({"pixel_values": self._float_in(pixel_values)})
+    def vision(self, pixel_values: np.ndarray, condition: np.ndarray | None = None) -> np.ndarray:
+        """[B, 3 * n_towers, S, S] f32 (B = 1, OFT: cameras) + FiLM's condition [B, D] -> [B, P, D] f32."""
+        feeds = {"pixel_values": self._float_in(pixel_values)}
+        if film_input(self.settings.film, condition, pixel_values.shape[0]):
+            feeds["condition"] = self._float_in(condition)
+        (patches,) = self._graph("vision").run(feeds)
         return patches.astype(np.float32, copy=False)
+
+    def proprio(self, values: np.ndarray) -> np.ndarray:
+        """OFT: normalized proprio [1, P] f32 -> one LLM token [1, 1, D] f32."""
+        (token,) = self._graph("proprio").run({"proprio": self._float_in(values)})
+        return token.astype(np.float32, copy=False)
+
+    def actions(self, inputs_embeds: np.ndarray) -> np.ndarray:
+        """OFT sequence [1, L, D] -> normalized actions [1, K, A] f32 (discrete variant: ids [1, K*A] i64)."""
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1:
+            raise ValueError(f"actions takes [1, L, D] embeddings, got {inputs_embeds.shape}")
+        if inputs_embeds.shape[1] > self.max_positions:
+            raise ValueError(f"an OFT sequence of {inputs_embeds.shape[1]} positions; the model has "
+                             f"{self.max_positions}")
+        (out,) = self._graph("actions").run({"inputs_embeds": self._float_in(inputs_embeds)})
+        return out if out.dtype == np.int64 else out.astype(np.float32, copy=False)
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
         """[1, T] int64 -> [1, T, D] f32."""
@@ -194,24 +221,34 @@ class OrtBackend:
         if inputs_embeds.shape[1] > self.max_positions:
             raise ValueError(f"prefill of {inputs_embeds.shape[1]} positions; the model has "
                              f"{self.max_positions}")
-        (logits,), state = self.graphs["prefill"].run_kv(
+        (logits,), state = self._graph("prefill").run_kv(
             {"inputs_embeds": self._float_in(inputs_embeds)}, {}, host_outputs=1)
         return logits, state
 
     def decode(self, token_ids: np.ndarray, state: list[Any]) -> tuple[np.ndarray, list[Any]]:
         """One token [1, 1] + state of length n -> (logits [1, V] f32, state of length n + 1)."""
+        graph = self._graph("decode")
         if len(state) != len(self.past_names):
             raise ValueError(f"K/V state has {len(state)} tensors, the decode graph takes "
                              f"{len(self.past_names)}")
         if _length(state[0]) + 1 > self.max_positions:
             raise ValueError(f"decoding past {self.max_positions} positions")
-        (logits,), new_state = self.graphs["decode"].run_kv(
+        (logits,), new_state = graph.run_kv(
             {"token_ids": np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, 1)},
             dict(zip(self.past_names, state)), host_outputs=1)
         return logits, new_state
 
     def _float_in(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=self.float_type)
+
+    def _graph(self, name: str) -> OrtGraph:
+        """The session of one stage; a clear error for a stage the exported family does not have."""
+        graph = self.graphs.get(name)
+        if graph is None:
+            family = self.manifest["model"].get("family", "this")
+            raise OrtBackendError(f"{self.graph_dir} has no {name} graph: the {family} family runs "
+                                  f"{', '.join(self.graphs)}")
+        return graph
 
 
 def _length(kv: Any) -> int:

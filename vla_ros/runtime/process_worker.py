@@ -19,7 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from vla_ros.core.types import Instruction, InstructionCheck, Observation, Policy, instruction_check
+from vla_ros.core.types import (
+    Instruction,
+    InstructionCheck,
+    Observation,
+    Policy,
+    PolicyInputs,
+    instruction_check,
+    policy_inputs,
+)
 from vla_ros.runtime.worker import (
     CallResult,
     ChunkCallback,
@@ -45,7 +53,8 @@ def _policy_process_main(conn, factory: Callable[[], Policy], nice: int) -> None
             pass
     try:
         policy = factory()
-        conn.send(("ready", str(policy.describe()), policy_input_size(policy), _sendable_check(policy)))
+        conn.send(("ready", str(policy.describe()), policy_input_size(policy), _sendable_check(policy),
+                   policy_inputs(policy)))
     except Exception as exc:
         conn.send(("fatal", f"building the policy failed: {type(exc).__name__}: {exc}"))
         return
@@ -95,6 +104,7 @@ class ProcessInferenceWorker(InferenceWorker):
         self.description = ""
         self._input_size: int | None = None
         self._check: InstructionCheck | None = None  # the child policy's, sent when it started
+        self._inputs = PolicyInputs()  # the child policy's, sent when it started
         self.restarts = 0
 
     def start(self) -> None:
@@ -124,6 +134,11 @@ class ProcessInferenceWorker(InferenceWorker):
         """The child policy's check_instruction, as it sent it when it started (None: accept all)."""
         return self._check
 
+    @property
+    def inputs(self) -> PolicyInputs:
+        """The child policy's cameras, proprio length and chunk, as it sent them when it started."""
+        return self._inputs
+
     def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
@@ -135,7 +150,7 @@ class ProcessInferenceWorker(InferenceWorker):
             process.kill()
             raise PolicyProcessError(f"the policy process did not start within {self._start_timeout_s:g} s")
         try:
-            kind, text, *rest = parent.recv()  # ("ready", describe, input size, check) or ("fatal", why)
+            kind, text, *rest = parent.recv()  # ("ready", describe, size, check, inputs) / ("fatal", why)
         except (EOFError, OSError) as exc:
             process.kill()
             raise PolicyProcessError(f"the policy process died while starting: {exc!r}") from exc
@@ -147,6 +162,7 @@ class ProcessInferenceWorker(InferenceWorker):
         self.description = text
         self._input_size = rest[0] if rest else None
         self._check = rest[1] if len(rest) > 1 else None
+        self._inputs = rest[2] if len(rest) > 2 else PolicyInputs()
 
     def _kill(self, graceful: bool = False) -> None:
         with self._proc_lock:

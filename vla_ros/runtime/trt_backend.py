@@ -1,4 +1,5 @@
-"""The TensorRT backend: the four engines of `vla-ros build-engine`, run with torch CUDA buffers.
+"""The TensorRT backend: the engines of `vla-ros build-engine`, run with torch CUDA buffers (the
+family's graphs: vision / embed / prefill / decode, or OpenVLA-OFT's vision / embed / proprio / actions).
 
 Only the named-tensor API common to TensorRT 10.x and 11.x is used (num_io_tensors,
 get_tensor_name/mode/dtype, set_input_shape, get_tensor_shape, set_tensor_address,
@@ -41,11 +42,17 @@ from vla_ros.runtime.engine_file import (
     load_engine,
     read_engine,
 )
-from vla_ros.runtime.graph_dir import checked_manifest, policy_for, read_manifest
+from vla_ros.runtime.graph_dir import (
+    checked_manifest,
+    family_graphs,
+    film_input,
+    manifest_settings,
+    policy_for,
+    read_manifest,
+)
 from vla_ros.runtime.trt_build import BuildError, engine_name, import_tensorrt
 
 log = logging.getLogger(__name__)
-GRAPHS = ("vision", "embed", "prefill", "decode")
 
 
 class TrtBackendError(RuntimeError):
@@ -141,12 +148,13 @@ class TrtBackend:
                  max_pool_lengths: int = 16) -> None:
         self.engine_dir = Path(engine_dir)
         self.manifest = read_manifest(self.engine_dir)
+        self.settings = manifest_settings(self.manifest)
         try:
             trt, self.flavour = import_tensorrt(flavour)
         except RuntimeError as exc:
             raise TrtBackendError(str(exc)) from exc
         self.trt_version = str(trt.__version__)
-        paths = {g: self.engine_dir / engine_name(g) for g in GRAPHS}
+        paths = {g: self.engine_dir / engine_name(g) for g in family_graphs(self.settings)}
         self._validate_files(paths)  # header, SHA-256, version, GPU, export: before any deserialize
         if not torch.cuda.is_available():
             raise TrtBackendError("the tensorrt backend needs a CUDA GPU (torch.cuda.is_available() is "
@@ -160,16 +168,21 @@ class TrtBackend:
             self.engines[g] = TrtEngine(engine, trt, g)
         model = self.manifest["model"]
         self.max_positions = int(model["max_positions"])
-        self.past_names = list(self.manifest["kv"]["past"])
-        self.present_names = list(self.manifest["kv"]["present"])
         self.dtype = self.manifest["dtype"]
-        decode = self.engines["decode"]
-        self.cuda_graphs = bool(cuda_graphs)
+        self.cuda_graphs = bool(cuda_graphs) and not self.settings.parallel  # OFT: no decode loop
         self.max_pool_lengths = max(2, int(max_pool_lengths))  # a decode step needs two lengths
         self.pool = _Pool()
         self.graph_replays = 0
+        if not self.settings.parallel:
+            self._decode_buffers(int(model["vocab"]))
+
+    def _decode_buffers(self, vocab: int) -> None:
+        """K/V names and the fixed token / logits buffers of the decode step (autoregressive family)."""
+        self.past_names = list(self.manifest["kv"]["past"])
+        self.present_names = list(self.manifest["kv"]["present"])
+        decode = self.engines["decode"]
         self.token_buf = torch.zeros((1, 1), dtype=decode.dtypes["token_ids"], device="cuda")
-        self.logits_buf = torch.empty((1, int(model["vocab"])), dtype=decode.dtypes["logits"], device="cuda")
+        self.logits_buf = torch.empty((1, vocab), dtype=decode.dtypes["logits"], device="cuda")
 
     def _validate_files(self, paths: dict[str, Path]) -> None:
         gpu_name, cc = current_gpu()
@@ -198,21 +211,52 @@ class TrtBackend:
 
     def _run(self, graph: str, inputs: dict[str, Any], outputs: dict[str, Any] | None = None
              ) -> dict[str, Any]:
-        engine = self.engines[graph]
+        engine = self._engine(graph)
         bound = engine.bind(engine.context, inputs, outputs)
         engine.enqueue(engine.context, self.stream)
         return bound
 
-    def vision(self, pixel_values: np.ndarray) -> np.ndarray:
-        """[1, 3 * n_towers, S, S] f32 -> [1, P, D] f32."""
+    def _engine(self, graph: str) -> TrtEngine:
+        """The engine of one stage; a clear error for a stage the exported family does not have."""
+        engine = self.engines.get(graph)
+        if engine is None:
+            raise TrtBackendError(f"{self.engine_dir} has no {graph} engine: the "
+                                  f"{self.manifest['model'].get('family', 'this')} family runs "
+                                  f"{', '.join(self.engines)}")
+        return engine
+
+    def _inputs(self, graph: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Host arrays -> CUDA tensors in the dtypes the engine's inputs take."""
+        dtypes = self._engine(graph).dtypes
+        return {name: self._to_device(array, dtypes[name]) for name, array in arrays.items()}
+
+    def vision(self, pixel_values: np.ndarray, condition: np.ndarray | None = None) -> np.ndarray:
+        """[B, 3 * n_towers, S, S] f32 (B = 1, OFT: cameras) + FiLM's condition [B, D] -> [B, P, D] f32."""
+        arrays = {"pixel_values": pixel_values}
+        if film_input(self.settings.film, condition, pixel_values.shape[0]):
+            arrays["condition"] = condition
         with torch.cuda.stream(self.stream):
-            dtype = self.engines["vision"].dtypes["pixel_values"]
-            out = self._run("vision", {"pixel_values": self._to_device(pixel_values, dtype)})
+            out = self._run("vision", self._inputs("vision", arrays))
             return self._to_host(out["patch_embeds"])
+
+    def proprio(self, values: np.ndarray) -> np.ndarray:
+        """OFT: normalized proprio [1, P] f32 -> one LLM token [1, 1, D] f32."""
+        with torch.cuda.stream(self.stream):
+            out = self._run("proprio", self._inputs("proprio", {"proprio": values}))
+            return self._to_host(out["proprio_embeds"])
+
+    def actions(self, inputs_embeds: np.ndarray) -> np.ndarray:
+        """OFT sequence [1, L, D] -> normalized actions [1, K, A] f32 (discrete variant: ids [1, K*A] i64)."""
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[0] != 1:
+            raise ValueError(f"actions takes [1, L, D] embeddings, got {inputs_embeds.shape}")
+        with torch.cuda.stream(self.stream):
+            out = self._run("actions", self._inputs("actions", {"inputs_embeds": inputs_embeds}))
+            (result,) = out.values()
+            return result.cpu().numpy() if result.dtype == torch.int64 else self._to_host(result)
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
         """[1, T] int64 -> [1, T, D] f32."""
-        ids_dtype = self.engines["embed"].dtypes["token_ids"]
+        ids_dtype = self._engine("embed").dtypes["token_ids"]
         with torch.cuda.stream(self.stream):
             out = self._run("embed", {"token_ids": self._to_device(token_ids.astype(np.int64), ids_dtype)})
             return self._to_host(out["embeds"])
@@ -225,13 +269,14 @@ class TrtBackend:
         with torch.cuda.stream(self.stream):
             kv = self._pool_buffers(length) if self.cuda_graphs else None
             outs = dict(zip(self.present_names, kv)) if kv else None
-            dtype = self.engines["prefill"].dtypes["inputs_embeds"]
+            dtype = self._engine("prefill").dtypes["inputs_embeds"]
             bound = self._run("prefill", {"inputs_embeds": self._to_device(inputs_embeds, dtype)}, outs)
             logits = self._to_host(bound["logits"])
         return logits, TrtKv([bound[n] for n in self.present_names], length)
 
     def decode(self, token_ids: np.ndarray, state: TrtKv) -> tuple[np.ndarray, TrtKv]:
         """One token [1, 1] + K/V of length P -> (logits [1, V] f32, K/V of length P + 1)."""
+        self._engine("decode")  # a clear error for an OFT engine directory
         past = state.length
         if past + 1 > self.max_positions:
             raise ValueError(f"decoding past {self.max_positions} positions")

@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vla_ros.model.settings import SETTINGS_FILE
 from vla_ros.runtime.engine_file import NO_GPU, EngineHeader, current_gpu, sha256_file, write_engine
-from vla_ros.runtime.graph_dir import MANIFEST
+from vla_ros.runtime.graph_dir import AR_GRAPHS, MANIFEST, OFT_GRAPHS
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 Shape = Sequence[int]
@@ -249,7 +250,8 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path | None = None, *, fp16: 
               workspace_gb: float = 4.0, timing_cache: str | Path | None = None,
               graphs: Sequence[str] | None = None, flavour: str | None = None,
               log: Log = print, echo_level: str = "warning") -> dict[str, EngineHeader]:
-    """Build every graph of an export directory; engines (and a manifest copy) go to `out_dir`."""
+    """Build every graph of an export directory; engines (and copies of the manifest and the settings
+    file) go to `out_dir`."""
     onnx_dir = Path(onnx_dir)
     out = Path(out_dir) if out_dir else onnx_dir
     manifest = load_manifest(onnx_dir)
@@ -271,7 +273,16 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path | None = None, *, fp16: 
             echo_level=echo_level, onnx_sha256=entry.get("sha256"))
     if out.resolve() != onnx_dir.resolve():
         shutil.copyfile(onnx_dir / MANIFEST, out / MANIFEST)
+        _copy_settings(onnx_dir, out)
     return built
+
+
+def _copy_settings(onnx_dir: Path, out: Path) -> None:
+    """The export's settings file (OpenVLA-OFT) next to the engines; a stale one is removed."""
+    if (onnx_dir / SETTINGS_FILE).is_file():
+        shutil.copyfile(onnx_dir / SETTINGS_FILE, out / SETTINGS_FILE)
+    else:
+        (out / SETTINGS_FILE).unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:
@@ -283,7 +294,9 @@ def main(argv: list[str]) -> int:
                     help="require fp16 graphs (precision comes from the graph: export with --dtype fp16)")
     ap.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit [GiB]")
     ap.add_argument("--timing-cache", default="", help="timing cache file (default: OUT/timing.cache)")
-    ap.add_argument("--graphs", default="", help="comma-separated subset of vision,embed,prefill,decode")
+    ap.add_argument("--graphs", default="",
+                    help="comma-separated subset of the exported graphs (default: all: "
+                    + ",".join(AR_GRAPHS) + "; OpenVLA-OFT: " + ",".join(OFT_GRAPHS) + ")")
     ap.add_argument("--flavour", choices=FLAVOURS, default=None,
                     help="TensorRT module (default: tensorrt, else tensorrt_rtx)")
     ap.add_argument("--verbose", action="store_true", help="echo TensorRT's info messages")

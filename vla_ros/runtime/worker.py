@@ -25,7 +25,9 @@ from vla_ros.core.types import (
     InstructionCheck,
     Observation,
     Policy,
+    PolicyInputs,
     instruction_check,
+    policy_inputs,
     validate_chunk,
 )
 
@@ -55,7 +57,8 @@ RejectCallback = Callable[[str, Exception], None]  # (input kind "image", why), 
 
 
 class Frame(Protocol):
-    """A camera frame checked on arrival but not decoded (vla_ros.core.images.CompressedFrame, RawFrame)."""
+    """Camera frame(s) checked on arrival but not decoded (vla_ros.core.images.CompressedFrame, RawFrame,
+    or MultiFrame: every camera's frame and the proprio vector)."""
 
     stamp: float
 
@@ -159,6 +162,11 @@ class InferenceWorker:
     def instruction_check(self) -> InstructionCheck | None:
         """The policy's check_instruction (None: it accepts every instruction)."""
         return instruction_check(self.policy)
+
+    @property
+    def inputs(self) -> PolicyInputs:
+        """What the policy takes: cameras, proprio length, actions per chunk (see policy_inputs)."""
+        return policy_inputs(self.policy)
 
     def clear(self) -> None:
         """Drop the pending observation (e.g. the instruction became empty)."""
