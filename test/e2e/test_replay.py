@@ -346,7 +346,8 @@ def test_skipping_superseded_calls_saves_work(sim_bag: Path, tmp_path: Path, lat
     outs = {}
     for skip in (True, False):
         options = ReplayOptions(latency=LatencyModel.parse(latency), plot=False, skip_superseded=skip)
-        result = replay_bag(sim_bag, tmp_path / str(skip), config, FlakyPolicy(latency_s=0.0), options)
+        policy = FlakyPolicy(latency_s=0.0, chunk_len=1)  # one-action chunks: every frame wants a call
+        result = replay_bag(sim_bag, tmp_path / str(skip), config, policy, options)
         outs[skip] = result.summary["inference"]
         assert result.summary["interventions"]["by_rule"].get("FAULT", 0) > 0  # the failures do matter
     lazy, eager = (tmp_path / name / "commands.csv" for name in ("True", "False"))

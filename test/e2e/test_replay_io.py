@@ -96,7 +96,9 @@ def test_mcap_ros2_decoder_and_rclpy_read_what_we_write(tmp_path: Path) -> None:
             header=header_msg(20, "tool0"), state=1, state_name="ARMED", instruction="go", backend="x",
             inference_latency_s=0.1, model_rate_hz=2.0, image_age_s=0.01, instruction_age_s=1.0,
             action_age_s=0.2, control_rate_hz=10.0, commands_published=3, safety_interventions=1,
-            rejected_inputs=0, policy_errors=0, last_error="")
+            rejected_inputs=0, policy_errors=0, last_error="", chunk_switches=2, chunk_jump_last=0.1,
+            chunk_jump_max=0.3, chunk_delay_last_s=0.12, dropped_actions=1, rejected_chunks_late=0,
+            stale_camera="")
         w.write_msg("/vla_node/status", 20, status)
     seen = []
     with open(path / "bag.mcap", "rb") as f:

@@ -6,15 +6,20 @@ time) plus a few ms per message; --skip-superseded runs fewer policy calls.
 Outputs in DIR (written under a temporary name, renamed when complete): replay/ (mcap bag: the input
 topics, the commands as vla_ros/EndEffectorCommand and VlaStatus), commands.csv, inferences.csv,
 plot.png, summary.json, and with --compare: compare.txt, compare.json (exit 1 on a regression).
+With --chunk-rules (see chunk_rules.py): one such directory per rule, DIR/<rule>, a table of the command
+jumps at chunk switches per rule on stdout and in DIR/chunk_rules.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
 
+from vla_ros.bag.chunk_rules import compare_rules, parse_rules, table
 from vla_ros.bag.compare import load_reference, parse_tolerance
 from vla_ros.bag.io import BagError
 from vla_ros.bag.latency import LatencyModel
@@ -30,8 +35,8 @@ from vla_ros.runtime.synthetic import SyntheticPolicy
 
 def make_replay_policy(name: str, config: NodeConfig) -> Policy:
     """The policy a replay runs: 'model' (make_policy from the config) or 'synthetic' (test double)."""
-    if name == "synthetic":
-        return SyntheticPolicy(latency_s=0.0)  # latency is the replay's latency model, not real work
+    if name == "synthetic":  # one action per call, as the autoregressive model; latency is the model's
+        return SyntheticPolicy(latency_s=0.0, chunk_len=1)
     try:
         return make_policy(config.policy)
     except (CheckpointError, BackendUnavailableError) as exc:
@@ -71,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-superseded", action="store_true",
                     help="skip simulated policy calls whose chunk is replaced before the next control tick "
                     "(faster; exact only when calls take longer than a tick)")
+    ap.add_argument("--chunk-rules", metavar="RULE,RULE|all",
+                    help="replay once per chunk rule (crossfade, replace, blend, ensemble) into OUT/<rule> "
+                    "and print the command jumps at chunk switches per rule (not with --compare)")
     ap.add_argument("--strict", action="store_true", help="abort on the first rejected input message")
     ap.add_argument("--no-plot", action="store_true", help="skip plot.png")
     ap.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -98,6 +106,26 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         plot=not args.no_plot, overwrite=args.force, compare=spec, skip_superseded=args.skip_superseded)
 
 
+def chunk_rules_main(args: argparse.Namespace, config: NodeConfig, policy: Policy, options: ReplayOptions,
+                     rules: list[str]) -> int:
+    """--chunk-rules: one replay per rule, the table on stdout and in OUT/chunk_rules.json."""
+    rows = compare_rules(args.bag, args.out, config, policy, options, rules)
+    figures = {"latency_model": options.latency.describe(), "rows": [dataclasses.asdict(r) for r in rows]}
+    (Path(args.out) / "chunk_rules.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"{Path(args.bag).name}: latency {options.latency.describe()}, jumps in m/s or rad/s (largest "
+          "axis, before the safety filter)")
+    print(table(rows))
+    return 0
+
+
+def chunk_line(chunks: dict) -> str:
+    """The summary line's chunk figures ('' without a chunk switch)."""
+    if not chunks["chunk_switches"]:
+        return ""
+    return (f", {chunks['chunk_switches']} chunk switches (command jump max {chunks['chunk_jump_max']:.4g}, "
+            f"p95 {chunks['chunk_jump_p95']:.4g} m/s|rad/s), {chunks['dropped_actions']} actions dropped")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: 0 = done (and no regression), 1 = regression against --compare, 2 = bad input."""
     args = build_parser().parse_args(argv)
@@ -108,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend is not None:
             overrides["policy.backend"] = args.backend
         config = load_config(args.config, overrides)
+        rules = parse_rules(args.chunk_rules) if args.chunk_rules else []
+        if rules and args.compare:
+            raise ValueError("--chunk-rules and --compare cannot be combined")
         options = options_from_args(args)
         if Path(args.out).exists() and not args.force:
             raise BagError(f"output {args.out!r} exists already; use --force to replace it")
         policy = make_replay_policy(args.policy, config)
+        if rules:
+            return chunk_rules_main(args, config, policy, options, rules)
         result = replay_bag(args.bag, args.out, config, policy, options)
     except (BagError, ReplayError, ConfigError, ValueError) as exc:
         print(f"vla-ros replay: error: {exc}", file=sys.stderr)
@@ -124,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"replayed {replayed:.2f} s of {s['bag']['name']} in {result.wall_s:.2f} s "
           f"({replayed / max(result.wall_s, 1e-9):.1f}x real time): {s['commands']['total']} commands "
           f"({s['commands']['hold']} HOLD), {s['interventions']['commands_changed']} changed by the safety "
-          f"filter, {s['inference']['calls']} inferences -> {os.fspath(result.out_dir)}", file=sys.stderr)
+          f"filter, {s['inference']['calls']} inferences{chunk_line(s['chunks'])} -> "
+          f"{os.fspath(result.out_dir)}", file=sys.stderr)
     if result.compare is not None:
         print(result.compare.table())
         return 1 if result.compare.regression else 0

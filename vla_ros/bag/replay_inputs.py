@@ -12,6 +12,7 @@ from vla_ros.bag.io import (
     BOOL,
     COMPRESSED_IMAGE,
     IMAGE,
+    JOINT_STATE,
     NS_PER_S,
     POSE_STAMPED,
     STRING,
@@ -20,6 +21,7 @@ from vla_ros.bag.io import (
 )
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.inputs import pose_from_fields
+from vla_ros.core.proprio import pick_joint_positions
 from vla_ros.core.types import Pose
 
 
@@ -35,7 +37,8 @@ def resolve_topic(name: str, namespace: str = "/", node_name: str = "vla_node") 
 
 @dataclass(frozen=True)
 class ReplayTopics:
-    """The node's topics, resolved in the replay's namespace (pose is empty when not configured)."""
+    """The node's topics, resolved in the replay's namespace (pose and joint_states are empty when not
+    read; extra_cameras follow the primary camera in the checkpoint's camera order)."""
 
     camera: str
     instruction: str
@@ -43,25 +46,43 @@ class ReplayTopics:
     pose: str
     command: str
     status: str
+    extra_cameras: tuple[str, ...] = ()
+    joint_states: str = ""
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Every camera topic, primary first."""
+        return (self.camera, *self.extra_cameras)
 
     @staticmethod
     def resolve(config: NodeConfig, namespace: str, status_topic: str) -> ReplayTopics:
         t = config.topics
+        reads_joints = config.policy.proprio_source != "none"  # both proprio sources read joint positions
         return ReplayTopics(resolve_topic(t.camera, namespace), resolve_topic(t.instruction, namespace),
                             resolve_topic(t.estop, namespace),
                             resolve_topic(t.pose, namespace) if t.pose else "",
-                            resolve_topic(t.command, namespace), resolve_topic(status_topic, namespace))
+                            resolve_topic(t.command, namespace), resolve_topic(status_topic, namespace),
+                            tuple(resolve_topic(c, namespace) for c in t.extra_cameras),
+                            resolve_topic(t.joint_states, namespace) if reads_joints else "")
 
 
-def input_topics(bag: BagReader, topics: ReplayTopics, require_pose: bool, fixed_instruction: bool
-                 ) -> dict[str, str]:
+def input_topics(bag: BagReader, topics: ReplayTopics, require_pose: bool, fixed_instruction: bool,
+                 proprio_source: str = "none") -> dict[str, str]:
     """topic -> type of every bag topic the replay reads; BagError when a needed one is missing.
 
-    The camera is always needed; the instruction unless one is given on the command line; the pose
-    when safety.require_pose is set. The e-stop (and the pose otherwise) are read when present.
+    Every camera is always needed, and the joint states for a proprio source; the instruction unless
+    one is given on the command line; the pose when safety.require_pose is set or the proprio source is
+    pose_gripper. The e-stop (and the pose otherwise) are read when present.
     """
     wanted = [topics.camera]
     bag.require(topics.camera, (IMAGE, COMPRESSED_IMAGE), role="camera")
+    for index, camera in enumerate(topics.extra_cameras):
+        bag.require(camera, (IMAGE, COMPRESSED_IMAGE), role=f"camera (topics.extra_cameras[{index}])")
+        wanted.append(camera)
+    if topics.joint_states:
+        bag.require(topics.joint_states, (JOINT_STATE,),
+                    role=f"joint states (policy.proprio_source is {proprio_source})")
+        wanted.append(topics.joint_states)
     if topics.instruction in bag.topics or not fixed_instruction:
         bag.require(topics.instruction, (STRING,), role="instruction")
         wanted.append(topics.instruction)
@@ -72,6 +93,8 @@ def input_topics(bag: BagReader, topics: ReplayTopics, require_pose: bool, fixed
         if topics.pose in bag.topics:
             bag.require(topics.pose, (POSE_STAMPED,), role="pose")
             wanted.append(topics.pose)
+        elif proprio_source == "pose_gripper":
+            bag.require(topics.pose, (POSE_STAMPED,), role="pose (policy.proprio_source is pose_gripper)")
         elif require_pose:
             bag.require(topics.pose, (POSE_STAMPED,), role="pose (safety.require_pose is set)")
     return {t: bag.topics[t].msgtype for t in wanted}
@@ -99,3 +122,9 @@ def decode_pose(raw: bytes, msgtype: str, log_ns: int) -> Pose:
     msg = deserialize(raw, msgtype)
     p, q = msg.pose.position, msg.pose.orientation
     return pose_from_fields((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), log_ns / NS_PER_S)
+
+
+def decode_joint_positions(raw: bytes, msgtype: str, joints: tuple[str, ...]) -> np.ndarray:
+    """The positions of `joints`, by name, from a sensor_msgs/JointState (ProprioError when one lacks)."""
+    msg = deserialize(raw, msgtype)
+    return pick_joint_positions(list(msg.name), np.asarray(msg.position, dtype=np.float64), joints)

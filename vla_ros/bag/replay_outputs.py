@@ -125,7 +125,10 @@ def summary(bag: BagReader, record: ReplayRecord, topics: ReplayTopics, counters
             "instruction_changes": [{"t_s": (t - t0) / NS_PER_S, "text": text}
                                     for t, text in record.instruction_changes],
             "estops": record.estops, "rejected_inputs": record.rejected_inputs,
-            "image_stamp_source": options.stamp_source},
+            "image_stamp_source": options.stamp_source,
+            "extra_cameras": {t: {"images": record.extra_images[t]} for t in topics.extra_cameras},
+            "joint_states_topic": topics.joint_states, "joint_states": record.joint_states,
+            "not_ready": dict(sorted(record.not_ready.items()))},
         "control": {"rate_hz": config.control.control_rate_hz, "ticks": n,
                     "achieved_rate_hz": rate(n - 1, duration_s) if n > 1 else 0.0,
                     "action_period_s": config.control.action_period_s, "armed": options.armed,
@@ -144,11 +147,24 @@ def summary(bag: BagReader, record: ReplayRecord, topics: ReplayTopics, counters
                       "errors": record.policy_errors, "rate_hz": rate(len(record.inferences), duration_s),
                       "latency_s": distribution(lat)},
         "action_age_s": distribution(action_age),
+        "chunks": chunk_summary(record, counters),
         "config": {"control": dataclasses.asdict(config.control), "safety": dataclasses.asdict(config.safety),
                    "policy": {**{k: v for k, v in dataclasses.asdict(config.policy).items()
                                  if k in ("backend", "device", "dtype", "unnorm_key", "max_inference_s")},
                               "checkpoint": Path(config.policy.checkpoint).name or "(embedded demo)"}},
     }
+
+
+def chunk_summary(record: ReplayRecord, counters: dict[str, int]) -> dict:
+    """The chunk figures under VlaStatus's names: switches, the command jump at a switch (before the
+    safety filter, the largest over the 6 axes [m/s or rad/s]; max and p95, -1 without a switch),
+    the accepted chunks' delays, actions dropped on arrival, chunks rejected as late."""
+    jumps = np.array(record.switch_jumps, np.float64)
+    return {"chunk_switches": len(jumps), "chunk_jump_max": float(jumps.max()) if len(jumps) else -1.0,
+            "chunk_jump_p95": float(np.percentile(jumps, 95)) if len(jumps) else -1.0,
+            "chunk_jump": distribution(jumps), "chunk_delay_s": distribution(record.chunk_delays),
+            "dropped_actions": counters["dropped_actions"],
+            "rejected_chunks_late": counters["rejected_chunks_late"]}
 
 
 def write_reports(out: Path, final_dir: Path, bag: BagReader, record: ReplayRecord, topics: ReplayTopics,

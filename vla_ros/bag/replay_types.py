@@ -84,8 +84,13 @@ class ReplayRecord:
     rows: list[dict] = field(default_factory=list)  # commands.csv rows (CSV_COLUMNS keys)
     inferences: list[Inference] = field(default_factory=list)
     instruction_changes: list[tuple[int, str]] = field(default_factory=list)  # (t_ns, text)
-    image_count: int = 0
-    encodings: Counter[str] = field(default_factory=Counter)
+    image_count: int = 0  # decoded frames of the primary camera
+    encodings: Counter[str] = field(default_factory=Counter)  # the primary camera's
+    extra_images: Counter[str] = field(default_factory=Counter)  # decoded frames per extra camera topic
+    joint_states: int = 0  # joint state messages with every proprio joint
+    not_ready: Counter[str] = field(default_factory=Counter)  # offers without an observation, by reason
+    switch_jumps: list[float] = field(default_factory=list)  # command jump at each chunk switch [m/s|rad/s]
+    chunk_delays: list[float] = field(default_factory=list)  # arrival - observation of accepted chunks [s]
     estops: int = 0
     rejected_inputs: int = 0
     policy_errors: int = 0

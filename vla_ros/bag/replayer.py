@@ -1,18 +1,24 @@
 """Running a replay: the bag's inputs drive a ControlCore and one simulated inference worker.
 
-The camera and instruction topics (plus the e-stop and pose topics when the bag has them) drive the
-same ControlCore the node uses, on a control clock derived from the bag: ticks at control_rate_hz
-from the first input message to the last one. One simulated inference worker runs the policy:
-whenever it is idle and a newer image (or a new instruction) is there, it starts on the newest image
-at that moment; the chunk reaches the core `latency` later (see LatencyModel). Events at the same
-bag time are handled in a fixed order: input messages, a finishing inference, a starting inference
-(with zero latency it finishes at once), the control tick, the status. Nothing reads the wall clock
-except the `measured` latency model, so the same inputs give byte-identical outputs.
+The camera and instruction topics (plus the e-stop and pose topics when the bag has them, the extra
+cameras and the joint states when configured) drive the same ControlCore the node uses, on a control
+clock derived from the bag: ticks at control_rate_hz from the first input message to the last one.
+As in the node, each primary frame (and each new instruction) offers the worker a new observation when
+`ControlCore.wants_inference` says a chunk is due: every camera's newest frame, stamped as the primary,
+with the proprio vector (core/proprio.py); none while a camera is stale or the proprio is missing.
+One simulated inference worker runs the policy: whenever it is idle and a newer observation (or a new
+instruction) is there, it starts on the newest one; the chunk reaches the core `latency` later (see
+LatencyModel). Events at the same bag time are handled in a fixed order: input messages, a finishing
+inference, a starting inference (with zero latency it finishes at once), the control tick, the status.
+Nothing reads the wall clock except the `measured` latency model, so the same inputs give
+byte-identical outputs.
 
 Work: the simulated worker is scheduled from the latency model alone. Every call runs, as in the node.
 With skip_superseded only calls whose chunk is still in force at the next tick run (with a 30 Hz
 camera, 10 Hz ticks and zero latency: one call in three): faster, exact when calls take longer than a
 tick, otherwise it misses the motion a replaced chunk makes between its arrival and its replacement.
+A held-back chunk of several actions is applied before the next offer (it decides wants_inference):
+for chunked policies (of a fixed chunk length) skipping then saves nothing but stays exact.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vla_ros.bag.convert import image_stamp_ns
 from vla_ros.bag.io import NS_PER_S, BagReader
 from vla_ros.bag.replay_inputs import (
     ReplayTopics,
     decode_estop,
     decode_image,
+    decode_joint_positions,
     decode_pose,
     image_encoding,
     input_topics,
@@ -42,12 +51,15 @@ from vla_ros.bag.replay_outputs import (
 )
 from vla_ros.bag.replay_types import Inference, ReplayError, ReplayOptions, ReplayRecord, ReplayResult
 from vla_ros.bag.writer import AtomicDir, BagWriter
+from vla_ros.control.chunks import chunk_settings
 from vla_ros.control.core import ControlCore
 from vla_ros.control.status import Counters, status_fields
+from vla_ros.core.cameras import camera_settings, inputs_problem
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.images import ImageError, decode_min_size
 from vla_ros.core.inputs import decode_instruction
-from vla_ros.core.types import Instruction, Observation, Policy, instruction_check
+from vla_ros.core.proprio import ProprioError, current_proprio, proprio_spec
+from vla_ros.core.types import Instruction, Observation, Policy, instruction_check, policy_inputs
 from vla_ros.runtime.worker import policy_input_size, run_policy
 
 NEVER = 2 ** 63  # a bag time after every event [ns]
@@ -94,12 +106,26 @@ class Replayer:
         ctl = config.control
         self.tick_ns = int(round(NS_PER_S / ctl.control_rate_hz))
         self.status_ns = int(round(NS_PER_S / ctl.status_rate_hz))
-        self.core = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s)
+        cameras = camera_settings(config.topics, config.safety.max_image_age_s)  # the node's, as named there
+        self.proprio = proprio_spec(config.policy.proprio_source, config.policy.proprio_joints,
+                                    config.policy.proprio_gripper_joints, config.topics.pose)
+        problem = inputs_problem(policy_inputs(policy), cameras, self.proprio)
+        if problem is not None:
+            raise ReplayError(f"the configured inputs do not fit the policy: {problem}")
+        self.core = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s,
+                                chunking=chunk_settings(ctl), cameras={c.topic: c.max_age_s for c in cameras})
         self.core.set_armed(options.armed)
         self.max_inference_ns = int(round(config.policy.max_inference_s * NS_PER_S))
         self.topics = ReplayTopics.resolve(config, options.namespace, options.status_topic)
+        self.camera_names = tuple(c.topic for c in cameras)
+        self.camera_index = {topic: i for i, topic in enumerate(self.topics.cameras)}
+        if len(self.camera_index) != len(cameras):
+            raise ReplayError(f"camera topics {list(self.topics.cameras)} name the same topic twice")
         self.record = ReplayRecord()
-        # state of the simulated worker and inputs
+        # the inputs as the node keeps them: each camera's newest frame (posed at its arrival), the joints
+        self.latest: list[Observation | None] = [None] * len(cameras)
+        self.joints: tuple[np.ndarray, float] | None = None  # proprio joint positions, receipt time [s]
+        # state of the simulated worker: `newest` is the observation waiting for it (the node's slot)
         self.newest: Observation | None = None
         self.newest_seq = 0
         self.used_seq = 0
@@ -114,6 +140,7 @@ class Replayer:
         # Lazy evaluation: run a call only when its result can matter (not for the measured model).
         self.lazy = options.lazy
         self.unapplied: Inference | None = None
+        self.chunk_length = 0  # actions in the last chunk the policy returned (0 = none yet)
         self.check = instruction_check(policy)  # the node's check on arrival (prompt fits the model)
 
     # ----- inputs ---------------------------------------------------------------------------------
@@ -128,26 +155,19 @@ class Replayer:
     def on_message(self, topic: str, msgtype: str, t_ns: int, raw: bytes) -> None:
         """Feed one input message to the core (as the node's subscription callbacks do)."""
         topics, record = self.topics, self.record
-        if topic != topics.camera:
+        camera = self.camera_index.get(topic)
+        if camera is None and topic != topics.joint_states:
             self.flush()  # instructions, e-stops and poses change what a held-back chunk would do
-        if topic == topics.camera:
+        if camera is not None:
+            self._on_camera(camera, topic, msgtype, t_ns, raw)
+        elif topic == topics.joint_states:
             try:
-                msg, rgb = decode_image(raw, msgtype, self.decode_min_size)
-            except ImageError as exc:
-                if record.image_count == 0 and self.newest is None:
-                    raise ReplayError(f"camera topic {topic}: the first frame cannot be decoded: "
-                                      f"{exc}") from None
-                self._reject(f"camera frame on {topic}", str(exc), t_ns)
+                positions = decode_joint_positions(raw, msgtype, self.proprio.joints)
+            except Exception as exc:  # ProprioError (a joint missing, non-finite), bad CDR
+                self._reject(f"joint state on {topic}", str(exc), t_ns)
                 return
-            except Exception as exc:  # malformed CDR
-                self._reject(f"camera frame on {topic}", f"cannot deserialize: {exc}", t_ns)
-                return
-            record.image_count += 1
-            record.encodings[image_encoding(msg)] += 1
-            stamp = image_stamp_ns(msg, t_ns, self.options.stamp_source)
-            if self.core.on_image(stamp / NS_PER_S):
-                self.newest = Observation(rgb=rgb, stamp=stamp / NS_PER_S, pose=self.core.pose)
-                self.newest_seq += 1
+            self.joints = (positions, t_ns / NS_PER_S)
+            record.joint_states += 1
         elif topic == topics.instruction:
             try:
                 text = decode_instruction(raw, self.check)  # decoded and checked exactly as the node does
@@ -171,10 +191,74 @@ class Replayer:
             if not self.core.on_pose(pose):
                 self._reject(f"pose on {topic}", self.core.last_error, t_ns)
 
+    def _on_camera(self, index: int, topic: str, msgtype: str, t_ns: int, raw: bytes) -> None:
+        """A frame of camera `index` (0 = primary): decoded, its stamp fed to that camera's age gate; a
+        primary frame offers the worker a new observation."""
+        record = self.record
+        try:
+            msg, rgb = decode_image(raw, msgtype, self.decode_min_size)
+        except ImageError as exc:
+            if (record.extra_images[topic] if index else record.image_count) == 0:
+                raise ReplayError(f"camera topic {topic}: the first frame cannot be decoded: {exc}") from None
+            self._reject(f"camera frame on {topic}", str(exc), t_ns)
+            return
+        except Exception as exc:  # malformed CDR
+            self._reject(f"camera frame on {topic}", f"cannot deserialize: {exc}", t_ns)
+            return
+        if index:
+            record.extra_images[topic] += 1
+        else:
+            record.image_count += 1
+            record.encodings[image_encoding(msg)] += 1
+        stamp = image_stamp_ns(msg, t_ns, self.options.stamp_source) / NS_PER_S
+        if self.core.on_image(stamp, camera=self.camera_names[index]):
+            self.latest[index] = Observation(rgb=rgb, stamp=stamp, pose=self.core.pose)
+            if index == 0:  # the primary camera paces inference, as in the node
+                self._offer(t_ns)
+
+    def _offer(self, t_ns: int) -> None:
+        """The node's submission: when the core wants a chunk, the newest observation replaces the one
+        waiting for the worker."""
+        if self.unapplied is not None and self.chunk_length != 1:
+            self.flush()  # a held-back chunk of several actions decides wants_inference
+        now = t_ns / NS_PER_S
+        if not self.core.wants_inference(now):
+            return
+        observation = self._observation(now)
+        if observation is not None:
+            self.newest = observation
+            self.newest_seq += 1
+
+    def _observation(self, now: float) -> Observation | None:
+        """What the node would submit at `now`: the primary frame alone (one camera, no proprio), else
+        every camera's newest frame with the proprio vector; None while a camera has no fresh frame or
+        the proprio vector is missing (counted in record.not_ready)."""
+        latest = self.latest
+        primary = latest[0]
+        if primary is None or any(frame is None for frame in latest):
+            return None
+        if len(latest) == 1 and not self.proprio.dim:
+            return primary
+        if self.core.stale_camera(now) is not None:
+            self.record.not_ready["stale_camera"] += 1
+            return None
+        try:
+            proprio = current_proprio(self.proprio, self.joints, self.core.pose, now,
+                                      self.config.safety.max_pose_age_s)
+        except ProprioError as exc:
+            self.flush()  # the error changes last_error: keep the order of events
+            self.record.not_ready["proprio"] += 1
+            self.last_error = f"no inference: {exc}"
+            return None
+        extras = tuple(frame.rgb for frame in latest[1:] if frame is not None)
+        return Observation(primary.rgb, primary.stamp, primary.pose, extras, proprio)
+
     def _set_instruction(self, text: str, t_ns: int) -> None:
         if self.core.on_instruction(text, t_ns / NS_PER_S):
             self.record.instruction_changes.append((t_ns, text))
             self.instruction_gen += 1
+            if text.strip():
+                self._offer(t_ns)  # the new instruction reaches the very next call, with the newest frames
 
     # ----- the simulated worker -------------------------------------------------------------------
     def maybe_start_inference(self, t_ns: int) -> None:
@@ -211,6 +295,8 @@ class Replayer:
         measured = time.perf_counter() - wall0
         self.record.policy_wall_s += measured
         self.record.policy_runs += 1
+        if call.chunk is not None:
+            self.chunk_length = len(call.chunk.actions)
         call.ran, call.observation = True, None
         return measured
 
@@ -271,12 +357,18 @@ class Replayer:
         assert call.chunk is not None
         accepted = self.core.on_chunk(call.chunk, t_ns / NS_PER_S)
         call.result = "accepted" if accepted else "rejected: " + self.core.last_error
+        if accepted:
+            self.record.chunk_delays.append(self.core.chunk_report.delay_last_s)
 
     # ----- the control loop's outputs -------------------------------------------------------------
     def tick(self, t_ns: int) -> dict:
         """One control tick; returns its commands.csv row."""
         self.flush()
+        switches = self.core.chunk_report.switches
         cmd = self.core.tick(t_ns / NS_PER_S)
+        report = self.core.chunk_report
+        if report.switches > switches:
+            self.record.switch_jumps.append(report.jump_last)
         self.ticks_in_period += 1
         row = command_row(cmd, t_ns, self.record.t0, self.core.state, self.core.instruction)
         self.record.rows.append(row)
@@ -302,7 +394,8 @@ class Replayer:
         """Process the whole bag; commands and status go to `writer`, the inputs are copied to it."""
         topics, record = self.topics, self.record
         fixed_instruction = self.options.instruction is not None
-        types = input_topics(bag, topics, self.config.safety.require_pose, fixed_instruction)
+        types = input_topics(bag, topics, self.config.safety.require_pose, fixed_instruction,
+                             self.proprio.source)
         add_topics(writer, bag, types, topics)
         messages = bag.messages(list(types))
         nxt = next(messages, None)
