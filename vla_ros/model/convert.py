@@ -125,9 +125,6 @@ def convert(src: Path, dst: Path, settings: VlaSettings, log=print) -> VlaSettin
         raise CheckpointError("the action head is OFT's diffusion head (noise_predictor.*), which is not "
                               "supported (one full LLM pass per denoising step): convert an L1-regression or "
                               "discrete release")
-    if settings.action_head == "discrete" and any(k.startswith("action_head.") for k in components):
-        log("[convert] action_head discrete: the L1 head file is not used (actions come from the LM head)")
-        components = {k: v for k, v in components.items() if not k.startswith("action_head.")}
     film_path = find_component(src, FILM_FILE)
     if settings.film:
         if film_path is None:
