@@ -103,6 +103,27 @@ def test_film_lora_is_merged_with_alpha_min_r_16(releases, tmp_path):
     assert torch.allclose(model.vision_backbone.fused_featurizer.blocks[1].mlp.fc1.weight, by_hand, atol=1e-6)
 
 
+def test_patch_embedding_conv_lora_is_merged(releases, tmp_path):
+    """PEFT's all-linear also wraps the towers' patch-embedding Conv2d (A [r, 3, k, k], B [D, r, 1, 1])."""
+    dst = tmp_path / "ckpt"
+    assert main([str(releases["aloha"]), str(dst), "--preset", "aloha"]) == 0
+    raw = torch.load(releases["aloha"] / "vision_backbone--100_checkpoint.pt", weights_only=True)
+    pre = "vision_backbone.featurizer.patch_embed.proj"
+    base, a, b = (raw[f"{pre}.{n}.weight"] for n in ("base_layer", "lora_A.default", "lora_B.default"))
+    assert base.ndim == 4 and a.shape[1:] == base.shape[1:] and b.shape[2:] == (1, 1)
+    by_hand = base + 0.5 * torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)
+    merged = load_file(str(dst / COMPONENTS_FILE))[f"{pre}.weight"]
+    assert torch.allclose(merged, by_hand, atol=1e-6) and not torch.allclose(merged, base, atol=1e-3)
+
+
+def test_lora_that_does_not_fit_its_weight_is_a_clear_error():
+    state = {"vision_backbone.featurizer.blocks.0.block.mlp.fc1.base_layer.weight": torch.zeros(6, 5),
+             "vision_backbone.featurizer.blocks.0.block.mlp.fc1.lora_A.default.weight": torch.zeros(4, 3),
+             "vision_backbone.featurizer.blocks.0.block.mlp.fc1.lora_B.default.weight": torch.zeros(6, 4)}
+    with pytest.raises(CheckpointError, match="do not fit the weight"):
+        merge_film_backbone(state, 4)
+
+
 @pytest.mark.parametrize("rank, scale", [(64, 0.25), (8, 1.0), (16, 1.0)])
 def test_merge_scale_by_rank(rank, scale):
     gen = torch.Generator().manual_seed(rank)

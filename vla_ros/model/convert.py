@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -76,9 +77,19 @@ def merge_film_backbone(state: dict[str, torch.Tensor], lora_rank: int) -> dict[
             if a.shape[0] != lora_rank:
                 raise CheckpointError(f"FiLM file: LoRA rank is {a.shape[0]} ({base}), the settings say "
                                       f"lora_rank {lora_rank}: pass --lora-rank {a.shape[0]}")
-            tensor = tensor.float() + scale * (b.float() @ a.float())
+            tensor = tensor.float() + scale * lora_delta(a, b, tensor.shape, key)
         out[_film_key(name)] = tensor.contiguous()
     return out
+
+
+def lora_delta(a: torch.Tensor, b: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
+    """B @ A in float32, shaped as the base weight: Linear ([out, r] @ [r, in]) or Conv2d (A [r, in, k, k],
+    B [out, r, 1, 1], as PEFT wraps OFT's patch embeddings)."""
+    delta = b.float().flatten(1) @ a.float().flatten(1)
+    if delta.numel() != math.prod(shape):
+        raise CheckpointError(f"FiLM file: LoRA of {key} has shapes A {list(a.shape)}, B {list(b.shape)}; "
+                              f"they do not fit the weight {list(shape)}")
+    return delta.reshape(shape)
 
 
 def _film_key(key: str) -> str:

@@ -3,10 +3,10 @@
 The merged VLA is a tiny OpenVLA checkpoint (`tiny.write_tiny_checkpoint`); next to it go OFT's
 component files as torch.save'd state dicts with DDP's `module.` prefix
 (`action_head--100_checkpoint.pt`, `proprio_projector--100_checkpoint.pt`) and, for the ALOHA form,
-the whole FiLM-wrapped backbone `vision_backbone--100_checkpoint.pt` (no prefix; tower Linears as
-PEFT LoRA `base_layer` + `lora_A.default` + `lora_B.default`, FiLM as `blocks.<i>.scale/shift`,
-block weights under `blocks.<i>.block.`), plus `dataset_statistics.json` with action and proprio
-statistics. `vla-ros convert` turns such a directory into a loadable checkpoint.
+the whole FiLM-wrapped backbone `vision_backbone--100_checkpoint.pt` (no prefix; tower Linears and
+the patch embedding's Conv2d as PEFT LoRA `base_layer` + `lora_A.default` + `lora_B.default`, FiLM as
+`blocks.<i>.scale/shift`, block weights under `blocks.<i>.block.`), plus `dataset_statistics.json` with
+action and proprio statistics. `vla-ros convert` turns such a directory into a loadable checkpoint.
 
     write_tiny_oft_release("/tmp/oft", form="libero")   # 2 cameras, proprio 8, chunk 8, A 7, q99
     write_tiny_oft_release("/tmp/oft", form="aloha")    # 3 cameras, proprio 14, chunk 25, A 14, FiLM
@@ -77,12 +77,14 @@ def _film_backbone(path: Path, spec: VlaSpec, rank: int, gen: torch.Generator) -
         if "blocks" in parts:  # vision_backbone.<tower>.blocks.<i>.<rest> -> ...blocks.<i>.block.<rest>
             i = parts.index("blocks")
             key = ".".join(parts[:i + 2] + ["block"] + parts[i + 2:])
-        if key.endswith(".weight") and value.ndim == 2:  # a Linear: PEFT LoRA around it
+        if key.endswith(".weight") and value.ndim in (2, 4):  # Linear or Conv2d (patch_embed): PEFT LoRA
             base = key[:-len(".weight")]
             out[base + ".base_layer.weight"] = value
-            out[base + ".lora_A.default.weight"] = torch.randn(rank, value.shape[1], generator=gen) * 0.2
-            out[base + ".lora_B.default.weight"] = torch.randn(value.shape[0], rank, generator=gen) * 0.2
-        elif key.endswith(".bias") and getattr(towers.get(name[:-5] + ".weight"), "ndim", 0) == 2:
+            a_shape = (rank, *value.shape[1:])  # conv: A [r, in, k, k], B [out, r, 1, 1]
+            b_shape = (value.shape[0], rank) + (1, 1) * (value.ndim == 4)
+            out[base + ".lora_A.default.weight"] = torch.randn(a_shape, generator=gen) * 0.2
+            out[base + ".lora_B.default.weight"] = torch.randn(b_shape, generator=gen) * 0.2
+        elif key.endswith(".bias") and getattr(towers.get(name[:-5] + ".weight"), "ndim", 0) in (2, 4):
             out[key[:-len(".bias")] + ".base_layer.bias"] = value
         else:
             out[key] = value
