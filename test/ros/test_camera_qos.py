@@ -63,6 +63,22 @@ def test_diagnostics_inputs_show_camera_losses_and_why():
     assert values["camera_incompatible_qos"] == "0" and "Large images over DDS" in values["camera_hint"]
 
 
+def test_diagnostics_name_the_stale_extra_camera_and_its_losses():
+    s = VlaStatus(state=VlaStatus.HOLDING, state_name="HOLDING", image_age_s=0.05,
+                  stale_camera="wrist/image_raw")
+    primary = CameraLinkStats("auto", "reliable", 1, frames_lost=0, incompatible_qos=0, switches=0)
+    wrist = CameraLinkStats("auto", "best_effort", 1, frames_lost=30, incompatible_qos=0, switches=0)
+    arr = diagnostic_array("/vla_node", s, NodeConfig(), active=True, worker=None, tick_errors=0,
+                           skipped_no_pose=0, rejected={}, safety_counters={}, camera=primary,
+                           extra_cameras=[("wrist/image_raw", wrist)])
+    inputs = [st for st in arr.status if st.name.endswith("inputs")][0]
+    values = {kv.key: kv.value for kv in inputs.values}
+    assert inputs.level == DiagnosticStatus.WARN
+    assert "camera 'wrist/image_raw'" in inputs.message and "shared memory" in inputs.message
+    assert values["camera2_topic"] == "wrist/image_raw" and values["camera2_frames_lost"] == "30"
+    assert values["camera_frames_lost"] == "0"
+
+
 # ----- over DDS ---------------------------------------------------------------------------------
 class Pair:
     """A subscriber node and a publisher node in one private context, both spun in threads."""

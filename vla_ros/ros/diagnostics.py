@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from vla_ros.control.status import RATE_WINDOW_S, STALL_PERIODS
@@ -16,11 +18,13 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, worker: WorkerStats | None,
                      tick_errors: int, skipped_no_pose: int, rejected: dict[str, int],
                      safety_counters: dict[str, int], missed_ticks: int = 0, stalled_s: float = 0.0,
-                     camera: CameraLinkStats | None = None) -> DiagnosticArray:
+                     camera: CameraLinkStats | None = None,
+                     extra_cameras: Sequence[tuple[str, CameraLinkStats]] = ()) -> DiagnosticArray:
     """The DiagnosticArray of node `name` (fully qualified) for status `s` and the node's counters.
 
     `missed_ticks`: ticks that never happened in the rate window; `stalled_s`: time without a tick when
     that is a stall (control.status.LoopMonitor); the thresholds live in control/status.py.
+    `extra_cameras`: (topic, link stats) of the cameras after the primary.
     """
     arr = DiagnosticArray()
     arr.header.stamp = s.header.stamp
@@ -41,13 +45,18 @@ def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, 
          "model_rate_hz": round(s.model_rate_hz, 2), "policy_errors": s.policy_errors,
          "timeouts": worker.timeouts if worker else 0,
          "dropped_observations": worker.dropped if worker else 0})
-    image_stale = s.image_age_s < 0 or s.image_age_s > cfg.safety.max_image_age_s
-    hint = camera.hint if camera is not None else ""
+    image_stale = bool(s.stale_camera) or s.image_age_s < 0 or s.image_age_s > cfg.safety.max_image_age_s
+    hints = {topic: stats.hint for topic, stats in extra_cameras}
+    hint = hints.get(s.stale_camera) or (camera.hint if camera is not None else "")
+    stale = f"no fresh image from camera '{s.stale_camera}'" if s.stale_camera else "no fresh camera image"
+    extra = {}
+    for i, (topic, stats) in enumerate(extra_cameras, start=2):
+        extra.update({f"camera{i}_topic": topic, **_camera_values(stats, f"camera{i}")})
     add("inputs", WARN if image_stale and active else OK,
-        ("no fresh camera image" + (f": {hint}" if hint else "")) if image_stale else "ok",
+        (stale + (f": {hint}" if hint else "")) if image_stale else "ok",
         {"image_age_s": round(s.image_age_s, 3), "instruction_age_s": round(s.instruction_age_s, 3),
          "action_age_s": round(s.action_age_s, 3), "instruction": s.instruction[:200],
-         **{f"rejected_{k}": v for k, v in rejected.items()}, **_camera_values(camera)})
+         **{f"rejected_{k}": v for k, v in rejected.items()}, **_camera_values(camera), **extra})
     level = {VlaStatus.FAULT: ERROR, VlaStatus.ESTOPPED: WARN}.get(s.state, OK)
     add("safety", level, s.state_name,
         {"state": s.state_name, "safety_interventions": s.safety_interventions, **safety_counters})
@@ -70,11 +79,11 @@ def _control_loop(s: VlaStatus, cfg: NodeConfig, active: bool, missed: int,
     return OK, rate
 
 
-def _camera_values(camera: CameraLinkStats | None) -> dict:
+def _camera_values(camera: CameraLinkStats | None, prefix: str = "camera") -> dict:
     """The camera subscription's QoS in use, transport losses and the likely cause (README section)."""
     if camera is None:
         return {}
-    return {"camera_reliability": f"{camera.reliability} ({camera.mode})",
-            "camera_publishers": camera.publishers, "camera_frames_lost": camera.frames_lost,
-            "camera_incompatible_qos": camera.incompatible_qos, "camera_qos_switches": camera.switches,
-            "camera_hint": camera.hint}
+    return {f"{prefix}_reliability": f"{camera.reliability} ({camera.mode})",
+            f"{prefix}_publishers": camera.publishers, f"{prefix}_frames_lost": camera.frames_lost,
+            f"{prefix}_incompatible_qos": camera.incompatible_qos, f"{prefix}_qos_switches": camera.switches,
+            f"{prefix}_hint": camera.hint}

@@ -114,6 +114,8 @@ class StatusReporting:
                 safety_counters=core.counters if core is not None else {},
                 missed_ticks=loop.missed() if loop is not None else 0,
                 stalled_s=loop.stalled_s(time.perf_counter()) if loop is not None else 0.0,
-                camera=self.camera_sub.stats() if self.camera_sub is not None else None))
+                camera=self.camera_sub.stats() if self.camera_sub is not None else None,
+                extra_cameras=[(cam.topic, sub.stats())
+                               for cam, sub in zip(self._cameras[1:], self.camera_subs[1:])]))
         except Exception as exc:
             self.get_logger().error(f"status not published: {exc!r}", throttle_duration_sec=LOG_THROTTLE_S)
