@@ -56,7 +56,6 @@ class ActionChunk:
     stamp: float  # stamp of the observation the chunk was computed from
     instruction: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    normalized: np.ndarray | None = None  # the model's actions before un-normalization and scaling
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
@@ -138,6 +139,8 @@ def play(bag_path: str | Path, rate: float = 1.0, clock: bool = False, clock_hz:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
             wall = time.monotonic() - wall0
+            for pub in [*publishers.values(), *([clock_pub] if clock_pub is not None else [])]:
+                pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))  # reliable: deliver before exit
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
@@ -147,6 +150,9 @@ def play(bag_path: str | Path, rate: float = 1.0, clock: bool = False, clock_hz:
              "timing_error_ms": {"p50": float(np.percentile(err_ms, 50)),
                                  "p99": float(np.percentile(err_ms, 99)), "max": float(err_ms.max())}}
     return stats
+
+
+ACK_TIMEOUT_S = 1.0  # how long play waits for reliable subscribers to acknowledge the last messages
 
 
 def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float, stop: list[bool], log: Any) -> None:

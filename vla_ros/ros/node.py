@@ -46,13 +46,9 @@ from vla_ros.control.status import LastError, LoopMonitor
 from vla_ros.control.ticks import TickRecorder
 from vla_ros.core.cameras import CameraSettings, camera_settings, inputs_problem
 from vla_ros.core.config import NodeConfig
-from vla_ros.core.images import CompressedFrame, ImageError, MultiFrame, RawFrame, decode_min_size
-from vla_ros.core.inputs import decode_instruction
+from vla_ros.core.images import CompressedFrame, RawFrame
 from vla_ros.core.proprio import (
-    ProprioError,
     ProprioSpec,
-    current_proprio,
-    pick_joint_positions,
     proprio_spec,
 )
 from vla_ros.core.stats import RateWindow, Throttle
@@ -62,20 +58,19 @@ from vla_ros.ros.camera import CameraSubscription
 from vla_ros.ros.control_timer import ControlTimer
 from vla_ros.ros.conversions import (
     OUTPUT_TYPES,
-    camera_frame,
     command_message,
-    pose_from_msg,
 )
+from vla_ros.ros.node_inputs import InputHandling
 from vla_ros.ros.node_status import LOG_THROTTLE_S, StatusReporting
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
 from vla_ros.ros.qos import reliable_qos
 from vla_ros.runtime.factory import start_worker
-from vla_ros.runtime.worker import Frame, InferenceWorker
+from vla_ros.runtime.worker import InferenceWorker
 
 CAMERA_TYPES = {"raw": Image, "compressed": CompressedImage}  # message type per camera transport
 
 
-class VlaNode(StatusReporting, LifecycleNode):
+class VlaNode(InputHandling, StatusReporting, LifecycleNode):
     """The lifecycle node `vla_node`; see the module docstring for its threads and transitions."""
 
     def __init__(self, policy: Policy | None = None, *, node_name: str = "vla_node",
@@ -328,121 +323,9 @@ class VlaNode(StatusReporting, LifecycleNode):
             self._gripper_pub.publish(Float64(data=float(cmd.gripper)))
         self.commands_published += 1
 
-    # ----- inputs --------------------------------------------------------------------------------
+    # ----- services and worker callbacks (the input callbacks are in ros/node_inputs.py) ---------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _on_camera(self, index: int, raw: bytes) -> None:
-        # Only the cheap checks here (size, header, end marker); the worker decodes the frame it runs,
-        # at a reduced JPEG scale for frames much larger than the model input.
-        now = self._now()
-        core, worker, camera = self.core, self.worker, self._cameras[index]
-        try:
-            frame = camera_frame(raw, camera.transport == "compressed", now,
-                                 core.pose if core is not None else None,
-                                 decode_min_size(worker.input_size if worker is not None else None))
-        except ValueError as exc:
-            self._reject("image", self._camera_error(camera, exc))
-            return
-        if core is None:
-            return
-        core.on_image(now, camera=camera.topic)
-        self._errors.resolve("image", now)  # an image rejected earlier is no longer the last word
-        frames = self._frames
-        frames[index] = frame
-        if index == 0:  # the primary camera paces inference; the others' newest frames go with it
-            self._maybe_infer(now)
-
-    def _camera_error(self, camera: CameraSettings, exc: ValueError) -> ValueError:
-        """The rejection of a frame of `camera`, naming it when the node has several cameras."""
-        return ImageError(f"camera '{camera.topic}': {exc}") if len(self._cameras) > 1 else exc
-
-    def _maybe_infer(self, now: float) -> None:
-        """Submit the newest observation when there is an instruction and the control core wants a chunk."""
-        instruction, core, worker = self._instruction, self.core, self.worker
-        if not (self._active and instruction.text and worker is not None and core is not None):
-            return
-        if not core.wants_inference(now):
-            return
-        item = self._inference_input(core, now)
-        if item is not None:
-            worker.submit_frame(item, instruction)
-
-    def _inference_input(self, core: ControlCore, now: float) -> Frame | None:
-        """The primary frame alone (one camera, no proprio), else every camera's newest frame with the
-        proprio vector; None while a camera has no fresh frame (HOLD names it) or the proprio is stale."""
-        frames = list(self._frames)
-        if not frames or any(f is None for f in frames):
-            return None
-        if len(frames) == 1 and not self._proprio_spec.dim:
-            return frames[0]
-        if core.stale_camera(now) is not None:
-            return None
-        try:
-            proprio = current_proprio(self._proprio_spec, self._joints, core.pose, now,
-                                      self.config.safety.max_pose_age_s)
-        except ProprioError as exc:
-            text = self._errors.set("proprio", f"no inference: {exc}", now)
-            self._log_throttled("proprio", text)
-            return None
-        self._errors.resolve("proprio")
-        return MultiFrame(tuple(frames), tuple(c.topic for c in self._cameras), proprio)
-
-    def _on_instruction(self, raw: bytes) -> None:
-        """Checked once here (size, UTF-8, the model's prompt positions); an unusable one means HOLD."""
-        now = self._now()
-        try:
-            text = decode_instruction(raw, self._check)
-        except ValueError as exc:
-            repeated, self._rejected_raw = self._rejected_raw == raw, raw
-            self._reject("instruction", exc, log=not repeated)  # the same message again: not logged
-            text, usable = "", False
-        else:
-            self._errors.resolve("instruction")
-            self._rejected_raw = b""
-            usable = True
-        core = self.core
-        if core is None or not core.on_instruction(text, now):
-            return
-        self._instruction = Instruction(text, now)
-        if usable:
-            self._log_instruction(text)
-        if not text:
-            if self.worker is not None:
-                self.worker.clear()
-        else:
-            self._maybe_infer(now)  # the new instruction reaches the very next call
-
-    def _on_estop(self, msg: Bool) -> None:
-        if msg.data and self.core is not None:
-            if not self.core.estopped:
-                self.get_logger().error("E-STOP latched: HOLD until ~/reset_estop")
-            self.core.estop()
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        try:
-            pose = pose_from_msg(msg, self._now())
-        except ValueError as exc:
-            self._reject("pose", exc)
-            return
-        core = self.core
-        if core is None:
-            return
-        if core.on_pose(pose):
-            self._errors.resolve("pose", pose.stamp)  # a pose rejected earlier is no longer the last word
-        else:
-            self._reject("pose", ValueError(core.last_error))
-
-    def _on_joint_states(self, msg: JointState) -> None:
-        """The positions of the proprio joints, by name; a message lacking one is rejected."""
-        now = self._now()
-        try:
-            positions = pick_joint_positions(msg.name, msg.position, self._proprio_spec.joints)
-        except ProprioError as exc:
-            self._reject("proprio", exc)
-            return
-        self._joints = (positions, now)
-        self._errors.resolve("proprio", now)
 
     def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         core = self.core

@@ -220,7 +220,7 @@ class OftPolicy:
         actions = self.gripper.apply(out.actions)
         actions[:, :6] *= self.action_scale
         chunk = ActionChunk(actions=actions, stamp=observation.stamp, instruction=instruction.text,
-                            timings=out.timings, normalized=out.normalized)
+                            timings=out.timings)
         problem = validate_chunk(chunk)
         if problem is not None:
             raise ValueError(f"policy produced an unusable chunk: {problem}")
