@@ -1,0 +1,69 @@
+"""vla_ros/ActionChunk messages <-> core ActionChunk: the contract between a policy and a control half
+that may run on different computers (msg/ActionChunk.msg documents every field).
+
+A received message is checked before it becomes an ActionChunk: 7 values per action, at least one
+action, as many values as chunk_length x action_dim, finite values and period; anything else is a
+ValueError naming the field (the control half counts it as a rejected chunk, never plays it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_ros.core.types import ACTION_DIM, ActionChunk, validate_chunk
+from vla_ros.msg import ActionChunk as ActionChunkMsg
+from vla_ros.ros.conversions import seconds_to_time, time_to_seconds
+
+
+@dataclass(frozen=True)
+class ChunkEnvelope:
+    """A chunk with what travels around it: its sequence number, action period and origin."""
+
+    chunk: ActionChunk
+    sequence: int
+    action_period_s: float
+    model: str = ""
+    family: str = ""
+
+
+def chunk_to_msg(envelope: ChunkEnvelope, frame_id: str) -> ActionChunkMsg:
+    """The message of a chunk (header stamp = the observation's stamp; actions row-major)."""
+    chunk = envelope.chunk
+    actions = np.asarray(chunk.actions, dtype=np.float64)
+    msg = ActionChunkMsg()
+    msg.header.stamp = seconds_to_time(chunk.stamp)
+    msg.header.frame_id = frame_id
+    msg.instruction = chunk.instruction
+    msg.sequence = int(envelope.sequence)
+    msg.action_period_s = float(envelope.action_period_s)
+    msg.chunk_length, msg.action_dim = (int(n) for n in actions.shape)
+    msg.actions = actions.reshape(-1).tolist()
+    msg.model, msg.family = envelope.model, envelope.family
+    msg.inference_s = float(sum(chunk.timings.values()))
+    return msg
+
+
+def chunk_from_msg(msg: ActionChunkMsg) -> ChunkEnvelope:
+    """The chunk a message carries; ValueError naming the field when it cannot be played."""
+    if msg.action_dim != ACTION_DIM:
+        raise ValueError(f"action chunk: action_dim is {msg.action_dim}, the control half drives "
+                         f"{ACTION_DIM}")
+    if msg.chunk_length < 1:
+        raise ValueError("action chunk: chunk_length must be at least 1")
+    values = np.asarray(msg.actions, dtype=np.float64)
+    if values.size != msg.chunk_length * msg.action_dim:
+        raise ValueError(f"action chunk: {values.size} action values, chunk_length x action_dim = "
+                         f"{msg.chunk_length} x {msg.action_dim}")
+    if not (math.isfinite(msg.action_period_s) and msg.action_period_s > 0.0):
+        raise ValueError(f"action chunk: action_period_s must be a positive number, got "
+                         f"{msg.action_period_s}")
+    chunk = ActionChunk(actions=values.reshape(msg.chunk_length, msg.action_dim),
+                        stamp=time_to_seconds(msg.header.stamp), instruction=msg.instruction,
+                        timings={"inference": float(msg.inference_s)})
+    problem = validate_chunk(chunk)
+    if problem is not None:
+        raise ValueError(f"action chunk: {problem}")
+    return ChunkEnvelope(chunk, int(msg.sequence), float(msg.action_period_s), msg.model, msg.family)
