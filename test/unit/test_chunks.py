@@ -118,6 +118,15 @@ def test_chunk_is_played_from_its_observation_and_the_passed_actions_are_dropped
     np.testing.assert_allclose(total, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("base", [0.0, 1.7e9, 1_765_000_000.123])
+def test_an_action_ending_exactly_on_arrival_counts_as_passed_at_epoch_stamps(base):
+    """0.1 s late with 0.05 s actions drops 2, also where the clock difference loses ~1e-7 s."""
+    sched = scheduler()
+    sched.next(base + 0.1)
+    assert sched.push(chunk(base, n=8), base + 0.1)
+    assert sched.last_arrival.skipped == 2
+
+
 def test_chunk_whose_actions_all_passed_is_late_and_rejected():
     sched = scheduler()
     sched.next(10.0)

@@ -33,6 +33,7 @@ from vla_ros.core.types import ACTION_DIM, ActionChunk
 # Chunks in force at once per rule; a newer one beyond (replans faster than a fade, or than the chunks'
 # overlap) drops the oldest. Bounds the work of one tick: the fades' weights multiply.
 MAX_CHUNKS_IN_FORCE = {"replace": 1, "crossfade": 4, "blend": 32, "ensemble": 32}
+TIME_ROUNDING_S = 1e-6  # epoch-sized clock values resolve ~0.24 us: a span this close to its end has passed
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class ActionScheduler:
         count = len(actions)
         takeover = now if self._last_tick is None else max(now, self._last_tick)
         start = min(stamp, takeover) if self._settings.aligns_to_observation(count) else takeover
-        skipped = min(count, int((takeover - start) // self._period))
+        # epoch-sized stamps lose ~1e-7 s in the difference: an action ending exactly now counts as passed
+        skipped = min(count, math.floor((takeover - start + TIME_ROUNDING_S) / self._period))
         self.last_arrival = Arrival(stamp, now - stamp, skipped, skipped >= count, takeover)
         if skipped >= count:
             return False
