@@ -705,15 +705,15 @@ def write_training_checkpoint(fixture: Path, base_dir: Path, spec: dict, oft: di
     import torch.distributed as dist
     from peft import LoraConfig, get_peft_model
     from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817
-    from transformers import AutoModelForVision2Seq, AutoProcessor
 
     ou, ft, const = oft["openvla_utils"], oft["finetune"], oft["constants"]
     register_auto_classes(oft)
     ou.update_auto_map(str(base_dir))
     ou.check_model_logic_mismatch(str(base_dir))
-    processor = AutoProcessor.from_pretrained(str(base_dir), trust_remote_code=True)
-    vla = AutoModelForVision2Seq.from_pretrained(str(base_dir), torch_dtype=torch.bfloat16,
-                                                 low_cpu_mem_usage=True, trust_remote_code=True)
+    # OFT's classes from the pinned clone (registered above), never the .py files inside the checkpoint
+    processor = oft["PrismaticProcessor"].from_pretrained(str(base_dir))
+    vla = oft["OpenVLAForActionPrediction"].from_pretrained(str(base_dir), torch_dtype=torch.bfloat16,
+                                                            low_cpu_mem_usage=True)
     vla.vision_backbone.set_num_images_in_input(spec["n_cameras"])
     rank = spec["lora_rank"]
     lora_config = LoraConfig(r=rank, lora_alpha=min(rank, 16), lora_dropout=0.0, target_modules="all-linear",
