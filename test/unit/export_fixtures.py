@@ -13,14 +13,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
+HAVE_GPU = torch.cuda.is_available()
+NO_GPU = "needs an NVIDIA GPU with TensorRT (torch.cuda.is_available() is False)"
 HAVE_TRT_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 NO_TRT_RTX = "tensorrt_rtx (PyPI tensorrt-rtx-cu12) is not installed"
 WORDS = ["pick", "up", "the", "red", "blue", "block", "cube", "put", "it", "in", "bowl", "drawer", "open",
          "close", "left", "right", "towel", "carrot", "pot", "move", "slowly", "near", "sink", "wipe"]
 
 
-def _cached(base: Path, name: str, make) -> Path:
+def cached_dir(base: Path, name: str, make) -> Path:
+    """`make(tmp)` once per session into base/name (written to a temp name, then renamed)."""
     final = base / name
     if not final.exists():
         tmp = base / f"{name}.tmp{os.getpid()}"
@@ -45,7 +49,7 @@ def exported(tmp_path_factory, checkpoint: Path, dtype: str = "fp32") -> Path:
     from vla_ros.runtime.export import export_checkpoint
 
     base = tmp_path_factory.getbasetemp()
-    return _cached(base, f"{checkpoint.name}_onnx_{dtype}",
+    return cached_dir(base, f"{checkpoint.name}_onnx_{dtype}",
                    lambda p: export_checkpoint(checkpoint, p, dtype=dtype, log=lambda _: None))
 
 
@@ -66,5 +70,22 @@ def engines_rtx(tmp_path_factory, graph_dir: Path) -> Path:
     from vla_ros.runtime.trt_build import build_all
 
     base = tmp_path_factory.getbasetemp()
-    return _cached(base, f"{graph_dir.name}_rtx_engines",
-                   lambda p: build_all(graph_dir, p, flavour="tensorrt_rtx", log=lambda _: None))
+    return cached_dir(base, f"{graph_dir.name}_rtx_engines",
+                      lambda p: build_all(graph_dir, p, flavour="tensorrt_rtx", log=lambda _: None))
+
+
+def gpu_engines(tmp_path_factory, graph_dir: Path) -> Path:
+    """Engines built with the TensorRT found here (tensorrt on Jetson/desktop, else tensorrt_rtx), once
+    per session; skips without a GPU or TensorRT, with the reason."""
+    import pytest
+
+    if not HAVE_GPU:
+        pytest.skip(NO_GPU)
+    from vla_ros.runtime.trt_build import BuildError, build_all, import_tensorrt
+
+    try:
+        import_tensorrt()
+    except BuildError as exc:
+        pytest.skip(f"needs TensorRT: {exc}")
+    return cached_dir(tmp_path_factory.getbasetemp(), f"{graph_dir.name}_gpu_engines",
+                      lambda p: build_all(graph_dir, p, log=lambda _: None))

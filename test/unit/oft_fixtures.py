@@ -7,25 +7,11 @@ and "discrete" (the LIBERO release without its L1 head, converted as the discret
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-
-WORDS = ["pick", "up", "the", "red", "blue", "block", "cube", "put", "it", "in", "bowl", "drawer", "open",
-         "close", "left", "right", "towel", "carrot", "pot", "move", "slowly", "near", "sink", "wipe"]
-
-
-def cached_dir(base: Path, name: str, make) -> Path:
-    """`make(tmp)` once per session into base/name (written to a temp name, then renamed)."""
-    final = base / name
-    if not final.exists():
-        tmp = base / f"{name}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        make(tmp)
-        tmp.rename(final)
-    return final
+from export_fixtures import WORDS, cached_dir
 
 
 def _write_oft(dst: Path, form: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import HAVE_TRT_RTX, NO_TRT_RTX
+from export_fixtures import HAVE_GPU, HAVE_TRT_RTX, NO_TRT_RTX, gpu_engines
 from oft_fixtures import cached_dir, oft_cases, oft_checkpoint, oft_export
 
 from vla_ros.core.config import PolicyConfig
@@ -20,8 +20,6 @@ from vla_ros.runtime import export
 from vla_ros.runtime.factory import make_policy
 from vla_ros.runtime.graph_dir import GraphDirError
 
-HAVE_GPU = torch.cuda.is_available()
-NO_GPU = "needs an NVIDIA GPU with TensorRT (torch.cuda.is_available() is False)"
 FORMS = ("libero", "aloha")
 TOLERANCE = 1e-4
 
@@ -178,17 +176,7 @@ def test_rtx_engines_pass_validation_then_stop_at_the_missing_gpu(tmp_path_facto
 @pytest.mark.gpu
 @pytest.mark.parametrize("form", FORMS)
 def test_tensorrt_matches_torch(tmp_path_factory, form):
-    if not HAVE_GPU:
-        pytest.skip(NO_GPU)
-    from vla_ros.runtime.trt_build import BuildError, build_all, import_tensorrt
-
-    try:
-        import_tensorrt()
-    except BuildError as exc:
-        pytest.skip(f"needs TensorRT: {exc}")
-    graphs = oft_export(tmp_path_factory, form)
-    engines = cached_dir(tmp_path_factory.getbasetemp(), f"oft_{form}_gpu_engines",
-                         lambda p: build_all(graphs, p, log=lambda _: None))
+    engines = gpu_engines(tmp_path_factory, oft_export(tmp_path_factory, form))
     reference, _ = policies(tmp_path_factory, form)
     candidate = make_policy(PolicyConfig(checkpoint=str(oft_checkpoint(tmp_path_factory, form)),
                                          backend="tensorrt", engine_dir=str(engines), warmup_runs=0))

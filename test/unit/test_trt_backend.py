@@ -6,15 +6,20 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-from export_fixtures import HAVE_TRT_RTX, NO_TRT_RTX, engines_rtx, exported, random_cases, tiny_checkpoint
+from export_fixtures import (
+    HAVE_GPU,
+    HAVE_TRT_RTX,
+    NO_TRT_RTX,
+    engines_rtx,
+    exported,
+    random_cases,
+    tiny_checkpoint,
+)
+from export_fixtures import gpu_engines as built_on_gpu
 
 from vla_ros.core.config import PolicyConfig
 from vla_ros.runtime import engine_file as ef
 from vla_ros.runtime.graph_dir import GraphDirError
-
-HAVE_GPU = torch.cuda.is_available()
-NO_GPU = "needs an NVIDIA GPU with TensorRT (torch.cuda.is_available() is False)"
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +74,7 @@ def test_bench_row_is_skipped_with_the_reason_without_a_gpu():
 @pytest.fixture(scope="module")
 def gpu_engines(tmp_path_factory, onnx32):
     """Engines built with the TensorRT found here (tensorrt on Jetson/desktop, else tensorrt_rtx)."""
-    if not HAVE_GPU:
-        pytest.skip(NO_GPU)
-    from vla_ros.runtime.trt_build import BuildError, build_all, import_tensorrt
-
-    try:
-        import_tensorrt()
-    except BuildError as exc:
-        pytest.skip(f"needs TensorRT: {exc}")
-    out = tmp_path_factory.mktemp("gpu_engines")
-    build_all(onnx32, out, log=lambda _: None)
-    return out
+    return built_on_gpu(tmp_path_factory, onnx32)
 
 
 @pytest.mark.gpu

@@ -28,7 +28,7 @@ from vla_ros.model.normalization import (
 )
 from vla_ros.model.preprocess import ImagePreprocessor
 from vla_ros.model.settings import VlaSettings
-from vla_ros.runtime.policy import PromptBudget
+from vla_ros.runtime.policy import BackendPolicy, PromptBudget
 
 OFT_SPAN_EPS = 1e-8  # OFT adds it to (high - low) when normalizing and un-normalizing
 STAGES = ("preprocess", "vision", "proprio", "actions", "unnormalize")
@@ -78,7 +78,7 @@ def oft_sequence(bos: np.ndarray, patches: np.ndarray, proprio: np.ndarray | Non
     return np.concatenate([np.asarray(x, dtype=np.float32) for x in parts], axis=1)
 
 
-class OftPolicy:
+class OftPolicy(BackendPolicy):
     """Policy over an OFT-capable Backend (vision with FiLM input, proprio, actions)."""
 
     def __init__(self, backend, tokenizer, family: Family, settings: VlaSettings,
@@ -117,26 +117,9 @@ class OftPolicy:
                    ImagePreprocessor(loaded.preprocess), stats, proprio, gripper, action_scale, label,
                    loaded.spec.num_patches)
 
-    @property
-    def check_instruction(self) -> PromptBudget:
-        """`check_instruction(text) -> str | None`: does the OFT sequence fit the model's positions?"""
-        return self._budget
-
-    def describe(self) -> str:
-        return f"{self.backend.describe()} {self.label}".strip()
-
-    def warmup(self, runs: int = 1) -> float:
-        """Predict on grey frames `runs` times; returns the last call's seconds."""
-        size = self.preprocessor.cfg.image_size
-        images = [np.full((size, size, 3), 128, np.uint8)] * self.inputs.cameras
+    def _warm_once(self, grey: np.ndarray) -> None:
         proprio = np.zeros(self.settings.proprio_dim) if self.settings.proprio_dim else None
-        seconds = 0.0
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
-            self.predict_arrays(images, "warm up", proprio)
-            seconds = time.perf_counter() - t0
-        self._prompt = None
-        return seconds
+        self.predict_arrays([grey] * self.inputs.cameras, "warm up", proprio)
 
     def _prompt_for(self, text: str) -> _Prompt:
         if self._prompt is None or self._prompt.text != text:

@@ -68,7 +68,43 @@ class PromptBudget:
         return self.problem(len(ids), self.n_patches)
 
 
-class VlaPolicy:
+class BackendPolicy:
+    """What the policies over a Backend share: the prompt-length check, the description, the warm-up.
+    A subclass sets backend, label, preprocessor, _budget and _prompt, and defines `_warm_once`."""
+
+    backend: Backend
+    label: str
+    preprocessor: ImagePreprocessor
+    _budget: PromptBudget
+    _prompt: object
+
+    @property
+    def check_instruction(self) -> PromptBudget:
+        """`check_instruction(text) -> str | None` (core.types.Policy): does the prompt fit the model?"""
+        return self._budget
+
+    def describe(self) -> str:
+        """E.g. "torch cpu fp32 openvla demo_vla [bridge_orig]"."""
+        return f"{self.backend.describe()} {self.label}".strip()
+
+    def warmup(self, runs: int = 1) -> float:
+        """Predict on grey frames `runs` times (the first call of a backend is several times slower:
+        lazy kernels, allocations); returns the last call's seconds. Call before going live."""
+        seconds = 0.0
+        size = self.preprocessor.cfg.image_size
+        for _ in range(max(1, runs)):
+            t0 = time.perf_counter()
+            self._warm_once(np.full((size, size, 3), 128, np.uint8))
+            seconds = time.perf_counter() - t0
+        self._prompt = None
+        return seconds
+
+    def _warm_once(self, grey: np.ndarray) -> None:
+        """One prediction on the grey frame."""
+        raise NotImplementedError
+
+
+class VlaPolicy(BackendPolicy):
     """Policy over any Backend. `last_tokens` / `last_step_times` describe the latest call (bench, tests)."""
 
     def __init__(self, backend: Backend, tokenizer, family: Family, action_tokenizer: ActionTokenizer,
@@ -101,26 +137,8 @@ class VlaPolicy:
         return cls(backend, loaded.tokenizer, loaded.family, loaded.action_tokenizer,
                    ImagePreprocessor(loaded.preprocess), stats, gripper, label, loaded.spec.num_patches)
 
-    @property
-    def check_instruction(self) -> PromptBudget:
-        """`check_instruction(text) -> str | None` (core.types.Policy): does the prompt fit the model?"""
-        return self._budget
-
-    def describe(self) -> str:
-        """E.g. "torch cpu fp32 openvla demo_vla [bridge_orig]"."""
-        return f"{self.backend.describe()} {self.label}".strip()
-
-    def warmup(self, runs: int = 1) -> float:
-        """Predict on a grey frame `runs` times (the first call of a backend is several times slower:
-        lazy kernels, allocations); returns the last call's seconds. Call before going live."""
-        seconds = 0.0
-        size = self.preprocessor.cfg.image_size
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
-            self.predict_tokens(np.full((size, size, 3), 128, np.uint8), "warm up")
-            seconds = time.perf_counter() - t0
-        self._prompt = None
-        return seconds
+    def _warm_once(self, grey: np.ndarray) -> None:
+        self.predict_tokens(grey, "warm up")
 
     def _prompt_for(self, text: str) -> _PromptCache:
         if self._prompt is None or self._prompt.text != text:
