@@ -102,11 +102,6 @@ def film_layers(n_blocks: int, llm_dim: int, vision_dim: int) -> nn.ModuleList:
     return nn.ModuleList(FilmLayer(llm_dim, vision_dim) for _ in range(n_blocks))
 
 
-def film_condition(embeds: torch.Tensor) -> torch.Tensor:
-    """FiLM's conditioning vector: the mean of the non-action token embeddings [B, S, D] -> [B, D]."""
-    return embeds.mean(dim=1)
-
-
 def slot_slice(hidden: torch.Tensor, n_slots: int) -> torch.Tensor:
     """OFT's shifted slice of [B, L, D]: positions [L - n_slots - 2, L - 2), i.e. from the last prompt
     token to the second-to-last zero slot (training used the same one-position shift)."""

@@ -21,8 +21,6 @@ from vla_ros.core.images import (
     CompressedFrame,
     ImageError,
     RawFrame,
-    decode_compressed,
-    decode_raw,
 )
 from vla_ros.core.inputs import pose_from_fields
 from vla_ros.core.proprio import axis_angle_from_quat as rotvec_from_quat  # also the name tests use
@@ -50,16 +48,6 @@ def time_to_seconds(stamp: Time) -> float:
 
 
 # ----- camera ------------------------------------------------------------------------------------
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 [H, W, 3] from a sensor_msgs/Image (see vla_ros.core.images.decode_raw)."""
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
-
-
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """RGB uint8 [H, W, 3] from a sensor_msgs/CompressedImage (jpeg or png)."""
-    return decode_compressed(msg.format, msg.data)
-
-
 def camera_frame(raw: bytes, compressed: bool, stamp: float, pose: Pose | None = None,
                  min_size: tuple[int, int] | None = None) -> CompressedFrame | RawFrame:
     """A serialized Image / CompressedImage after the cheap checks (size before parsing, header, end
