@@ -102,7 +102,8 @@ class OftPolicy(BackendPolicy):
         self.stop_id = _stop_id(tokenizer)
         extra = settings.n_slots + 1 + (1 if settings.proprio_dim else 0)  # slots, </s>, proprio token
         patches = None if n_patches is None else n_patches * len(settings.cameras)
-        self._budget = PromptBudget(tokenizer, family, patches, extra + 1, backend.max_positions)
+        tail = "action slots, </s>" + (" and proprio token" if settings.proprio_dim else "")
+        self._budget = PromptBudget(tokenizer, family, patches, extra + 1, backend.max_positions, tail)
         self._prompt: _Prompt | None = None
         self.last_ids: np.ndarray = np.zeros(0, dtype=np.int64)  # discrete variant: the argmax ids
 

@@ -47,6 +47,7 @@ class PromptBudget:
     n_patches: int | None  # None until known (then every instruction passes the check)
     n_actions: int
     max_positions: int
+    tail: str = "action tokens"  # what the positions after the prompt are (OFT: slots, </s>, proprio)
 
     def positions(self, n_prompt_ids: int, n_patches: int) -> int:
         """Positions a prompt of `n_prompt_ids` ids (BOS included) takes with the patches and actions."""
@@ -58,7 +59,7 @@ class PromptBudget:
         if length <= self.max_positions:
             return None
         return (f"prompt too long: {length} positions ({n_prompt_ids} prompt tokens + {n_patches} image "
-                f"patches + {self.n_actions - 1} action tokens), the model has {self.max_positions}")
+                f"patches + {self.n_actions - 1} {self.tail}), the model has {self.max_positions}")
 
     def __call__(self, text: str) -> str | None:
         """Why the model cannot run instruction `text`, or None."""
