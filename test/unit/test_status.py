@@ -134,7 +134,7 @@ def test_instruction_check_is_optional():
     assert instruction_check(Checked())("x") is None
 
 
-def test_status_fields_keep_the_message_order_and_append_the_chunk_fields():
+def test_status_fields_keep_the_message_order_and_append_the_chunk_and_link_fields():
     msg = Path(__file__).resolve().parents[2] / "msg" / "VlaStatus.msg"
     lines = [line.split("#")[0].split() for line in msg.read_text().splitlines()]
     declared = [w[1] for w in lines if len(w) == 2 and "=" not in w[1]][1:]  # no constants, no header
@@ -148,7 +148,10 @@ def test_status_fields_keep_the_message_order_and_append_the_chunk_fields():
     chunk_keys = ["chunk_switches", "chunk_jump_last", "chunk_jump_max", "chunk_delay_last_s",
                   "dropped_actions", "rejected_chunks_late", "stale_camera"]
     assert list(fields)[:15] == declared[:15]  # the original fields, in the message's order
-    assert list(fields)[15:] == chunk_keys
+    link_keys = ["role", "chunks_received", "chunks_lost", "chunks_duplicated", "chunks_reordered",
+                 "rejected_chunks_old", "rejected_chunks_future", "clock_offset_s", "clock_warning"]
+    assert list(fields)[15:] == chunk_keys + link_keys
+    assert list(fields) == declared  # nothing else: every declared field is filled
     assert fields["rejected_chunks_late"] == 1 and fields["stale_camera"] == "wrist"
     assert fields["chunk_switches"] == 0 and fields["chunk_jump_max"] == -1.0
     assert fields["chunk_delay_last_s"] == -1.0 and fields["dropped_actions"] == 0

@@ -37,15 +37,17 @@ class ControlCore:
 
     def __init__(self, limits: SafetyLimits, tick_period_s: float, action_period_s: float,
                  initial_gripper: float = 1.0, chunking: ChunkSettings | None = None,
-                 cameras: dict[str, float] | None = None) -> None:
+                 cameras: dict[str, float] | None = None, future_tolerance_s: float = 0.05) -> None:
         """`chunking`: how chunks are aligned and combined (default: the `control.chunk_*` defaults);
-        `cameras`: name -> max image age [s] (default: one camera "camera" with limits.max_image_age_s).
+        `cameras`: name -> max image age [s] (default: one camera "camera" with limits.max_image_age_s);
+        `future_tolerance_s`: how far in the future a chunk's stamp may lie (clocks of two computers).
         Raises ConfigError for invalid limits and ValueError for invalid periods, gripper or cameras."""
         validate(limits)
         if not (math.isfinite(tick_period_s) and tick_period_s > 0.0):
             raise ValueError(f"tick_period_s must be a positive number, got {tick_period_s!r}")
         self._limits = limits
         self._tick = float(tick_period_s)
+        self._future_tolerance_s = float(future_tolerance_s)
         # After a stall the scheduler drops what fell in between instead of replaying it in a burst.
         self._scheduler = ActionScheduler(action_period_s, max_tick_gap_s=STALL_TICKS * self._tick,
                                           settings=chunking or ChunkSettings())
@@ -75,7 +77,8 @@ class ControlCore:
             "commands": 0, "interventions": 0, "holds": 0, "rejected_chunks": 0,
             "rejected_chunks_instruction": 0, "rejected_chunks_invalid": 0, "rejected_chunks_stale": 0,
             "rejected_poses": 0, "rejected_images": 0,
-            "rejected_chunks_late": 0, "dropped_actions": 0,
+            "rejected_chunks_late": 0, "rejected_chunks_old": 0, "rejected_chunks_future": 0,
+            "dropped_actions": 0,
         }
         self._counters.update({flag.name: 0 for flag in Intervention})
 
@@ -126,7 +129,8 @@ class ControlCore:
             return True
 
     def on_chunk(self, chunk: ActionChunk, now: float) -> bool:
-        """Schedule `chunk`; False (rejected, counted) for another instruction, invalid or stale chunks."""
+        """Schedule `chunk`; False (rejected, counted) for another instruction, an invalid chunk, one older
+        than safety.max_action_age_s or stamped in the future, or one not newer than the one playing."""
         with self._lock:
             if chunk.instruction != self._instruction or not self._instruction_active:
                 return self._reject("instruction", "action chunk computed for instruction "
@@ -136,6 +140,13 @@ class ControlCore:
                 problem = f"action chunk stamp must be a finite number, got {chunk.stamp!r}"
             if problem is not None:
                 return self._reject("invalid", problem)
+            age = now - float(chunk.stamp)
+            if age > self._limits.max_action_age_s:
+                return self._reject("old", f"action chunk arrived {age:.3f} s after its observation, more "
+                                    f"than safety.max_action_age_s = {self._limits.max_action_age_s:g} s")
+            if -age > self._future_tolerance_s:
+                return self._reject("future", f"action chunk stamped {-age:.3f} s in the future: the clocks "
+                                    "of the policy and control halves disagree")
             if not self._scheduler.push(chunk, now):
                 arrival = self._scheduler.last_arrival
                 if arrival is not None and arrival.late:
@@ -325,8 +336,8 @@ class ControlCore:
     @property
     def counters(self) -> dict[str, int]:
         """A copy of the counters: commands, holds, interventions (commands with any bit), one per rule
-        (Intervention names), rejected_chunks (+ _instruction/_invalid/_stale/_late), rejected_poses/_images,
-        dropped_actions (of accepted chunks, passed on arrival)."""
+        (Intervention names), rejected_chunks (+ _instruction/_invalid/_stale/_late/_old/_future),
+        rejected_poses/_images, dropped_actions (of accepted chunks, passed on arrival)."""
         with self._lock:
             return dict(self._counters)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vla_ros.control.core import ControlCore
+from vla_ros.control.link import LinkReport
 from vla_ros.control.safety import STALL_TICKS
 from vla_ros.core.stats import RateWindow
 
@@ -39,8 +40,10 @@ def age(now: float, stamp: float | None) -> float:
     return max(0.0, now - stamp) if stamp is not None else -1.0
 
 
-def status_fields(core: ControlCore, now: float, counters: Counters) -> dict[str, object]:
-    """Keyword arguments for VlaStatus (all fields but the header) at time `now` [s]."""
+def status_fields(core: ControlCore, now: float, counters: Counters, link: LinkReport | None = None,
+                  role: str = "both") -> dict[str, object]:
+    """Keyword arguments for VlaStatus (all fields but the header) at time `now` [s]; `link`: the chunk
+    link's report where chunks arrive as messages (role control)."""
     state = core.state
     return {
         "state": STATE_CODES[state], "state_name": state, "instruction": core.instruction,
@@ -53,6 +56,23 @@ def status_fields(core: ControlCore, now: float, counters: Counters) -> dict[str
         "rejected_inputs": int(counters.rejected_inputs), "policy_errors": int(counters.policy_errors),
         "last_error": counters.last_error or core.fault or "",
         **chunk_fields(core, now),
+        **link_fields(core, link, role),
+    }
+
+
+def link_fields(core: ControlCore, link: LinkReport | None, role: str) -> dict[str, object]:
+    """The chunk-link fields of VlaStatus: counts of the link (zero without one), chunks rejected for
+    their age or a stamp in the future, the apparent clock offset (NaN without chunks) and its warning."""
+    counters = core.counters
+    return {
+        "role": role,
+        "chunks_received": link.received if link else 0, "chunks_lost": link.lost if link else 0,
+        "chunks_duplicated": link.duplicates if link else 0,
+        "chunks_reordered": link.reordered if link else 0,
+        "rejected_chunks_old": counters["rejected_chunks_old"],
+        "rejected_chunks_future": counters["rejected_chunks_future"],
+        "clock_offset_s": link.clock_offset_s if link else float("nan"),
+        "clock_warning": link.clock_problem if link else "",
     }
 
 

@@ -152,6 +152,30 @@ class ExecutionConfig:
 
 
 @dataclass
+class SplitConfig:
+    """The policy and control halves: in one process, or on two computers (README)."""
+
+    role: str = param(
+        "both", "what this node runs. both: policy and control in one process (vla_node); policy: cameras + "
+        "instruction in, action chunks out (the GPU computer); control: action chunks + robot state in, "
+        "filtered commands out at the control rate (the robot computer)",
+        choices=("both", "policy", "control"))
+    chunk_topic: str = param(
+        "vla/action_chunk", "vla_ros/ActionChunk topic between the halves (reliable, keep last 4, volatile); "
+        "role both publishes its chunks there too, for recording")
+    watch_cameras: bool = param(
+        True, "role control: feed the image watchdog (safety.max_image_age_s) from the camera topics, as "
+        "vla_node does (cameras on the robot computer); false: from the stamps of the chunks received")
+    clock_tolerance_s: float = param(
+        0.05, "a chunk stamped further in the future than this is rejected and reported as a clock "
+        "disagreement between the computers [s]", range=(0.0, 10.0))
+
+    def check(self) -> None:
+        if not self.chunk_topic:
+            raise ConfigError("parameter 'split.chunk_topic' must not be empty")
+
+
+@dataclass
 class NodeConfig:
     """Everything vla_node reads at start-up."""
 
@@ -160,9 +184,10 @@ class NodeConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     safety: SafetyLimits = field(default_factory=SafetyLimits)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     def check(self) -> None:
-        for section in (self.policy, self.control, self.safety):
+        for section in (self.policy, self.control, self.safety, self.split):
             section.check()
         if self.topics.output_mode == "pose" and not self.topics.pose:
             raise ConfigError("parameter 'topics.output_mode' = 'pose' needs 'topics.pose' set")
