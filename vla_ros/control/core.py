@@ -162,7 +162,15 @@ class ControlCore:
             self._last_chunk_stamp = float(chunk.stamp)
             return True
 
+    def reject_chunk(self, why: str, message: str) -> None:
+        """Count a chunk the caller rejected before on_chunk (why: instruction, invalid, stale, late,
+        old or future) with the reason as last_error."""
+        with self._lock:
+            self._reject(why, message)
+
     def _reject(self, why: str, message: str) -> bool:
+        if "rejected_chunks_" + why not in self._counters:
+            raise ValueError(f"unknown chunk rejection {why!r}")
         self._counters["rejected_chunks"] += 1
         self._counters["rejected_chunks_" + why] += 1
         self._last_error = message
@@ -300,6 +308,11 @@ class ControlCore:
             monitor = self._switches
             return ChunkReport(monitor.switches, monitor.jump_last, monitor.jump_max, self._chunk_delay_s,
                                self._chunk_skipped)
+
+    @property
+    def max_action_age_s(self) -> float:
+        """The safety limit on a chunk's age [s] (safety.max_action_age_s)."""
+        return self._limits.max_action_age_s
 
     @property
     def last_chunk_stamp(self) -> float | None:

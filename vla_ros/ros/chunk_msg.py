@@ -9,24 +9,13 @@ ValueError naming the field (the control half counts it as a rejected chunk, nev
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from vla_ros.control.split import ChunkEnvelope
 from vla_ros.core.types import ACTION_DIM, ActionChunk, validate_chunk
 from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.ros.conversions import seconds_to_time, time_to_seconds
-
-
-@dataclass(frozen=True)
-class ChunkEnvelope:
-    """A chunk with what travels around it: its sequence number, action period and origin."""
-
-    chunk: ActionChunk
-    sequence: int
-    action_period_s: float
-    model: str = ""
-    family: str = ""
 
 
 def chunk_to_msg(envelope: ChunkEnvelope, frame_id: str) -> ActionChunkMsg:

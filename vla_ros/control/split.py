@@ -1,0 +1,81 @@
+"""The two halves of a split deployment, ROS-free and with time passed in, shared by the policy and
+control nodes, the split replay and the simulator's split evaluation.
+
+ChunkSender numbers the chunks the policy half publishes; ControlHalf is what the control half does with
+each chunk it receives: the link's verdict (a duplicate is dropped), the action period check, then
+ControlCore.on_chunk, and - without camera topics of its own - the accepted chunk's stamp as the
+newest image of every camera.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vla_ros.control.core import ControlCore
+from vla_ros.control.link import ChunkLink, LinkReport
+from vla_ros.core.types import ActionChunk
+
+PERIOD_TOLERANCE_S = 1e-9  # action periods closer than this are the same
+
+
+@dataclass(frozen=True)
+class ChunkEnvelope:
+    """A chunk with what travels around it: its sequence number, action period and origin."""
+
+    chunk: ActionChunk
+    sequence: int
+    action_period_s: float
+    model: str = ""
+    family: str = ""
+
+
+class ChunkSender:
+    """Wraps each chunk of the policy half in an envelope with the next sequence number (0, 1, ...)."""
+
+    def __init__(self, action_period_s: float, model: str = "", family: str = "") -> None:
+        self.action_period_s, self.model, self.family = float(action_period_s), model, family
+        self.sent = 0
+
+    def envelope(self, chunk: ActionChunk) -> ChunkEnvelope:
+        envelope = ChunkEnvelope(chunk, self.sent, self.action_period_s, self.model, self.family)
+        self.sent += 1
+        return envelope
+
+
+class ControlHalf:
+    """Chunks received over a link into a ControlCore. Thread-safe as far as ControlCore is; call
+    `on_chunk` from one thread."""
+
+    def __init__(self, core: ControlCore, action_period_s: float, watch_cameras: bool = True,
+                 link: ChunkLink | None = None) -> None:
+        """`watch_cameras`: the caller feeds core.on_image from camera messages; False: each accepted
+        chunk's stamp stands for every camera's newest image. `link` default: ChunkLink with the
+        core's max action age as the 'steadily late' threshold."""
+        self.core = core
+        self.action_period_s = float(action_period_s)
+        self.watch_cameras = bool(watch_cameras)
+        self.link = link if link is not None else ChunkLink(late_after_s=core.max_action_age_s)
+
+    def on_chunk(self, envelope: ChunkEnvelope, now: float) -> str:
+        """Receive one chunk at `now`: 'accepted', 'duplicate' (dropped, counted by the link) or
+        'rejected' (counted by the core; core.last_error says why)."""
+        chunk = envelope.chunk
+        inference_s = float(sum(chunk.timings.values()))
+        if self.link.on_chunk(envelope.sequence, float(chunk.stamp), inference_s, now) == "duplicate":
+            return "duplicate"
+        period = envelope.action_period_s
+        if not (math.isfinite(period) and abs(period - self.action_period_s) <= PERIOD_TOLERANCE_S):
+            self.core.reject_chunk("invalid", f"action chunk spans {period!r} s per action, this control "
+                                   f"half plays {self.action_period_s:g} s (set control.action_period_s "
+                                   "the same on both halves)")
+            return "rejected"
+        if not self.core.on_chunk(chunk, now):
+            return "rejected"
+        if not self.watch_cameras:
+            for camera in self.core.cameras:
+                self.core.on_image(float(chunk.stamp), camera)
+        return "accepted"
+
+    def report(self) -> LinkReport:
+        return self.link.report()
