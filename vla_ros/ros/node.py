@@ -1,5 +1,11 @@
 """vla_node: the managed (lifecycle) ROS 2 node that runs a VLA policy on a robot arm.
 
+Its halves may run on two computers (parameter split.role, README "Policy on another computer"):
+role both (vla_node) runs policy and control in one process and also publishes each chunk as a
+vla_ros/ActionChunk; role policy (vla_policy_node) runs the cameras, instruction and model and publishes
+the chunks; role control (vla_control_node) receives them (ControlHalf: link checks, age and clock checks)
+and runs the control timer, scheduler and safety filter. Each role creates only its own interfaces.
+
 Threads, so that nothing delays the control timer:
 - the caller's executor spins this node: camera/instruction/e-stop/pose/joint-state callbacks (a
   camera frame is only checked there; the inference worker decodes it), services, lifecycle
@@ -42,6 +48,7 @@ from vla_ros.control.chunks import chunk_settings
 from vla_ros.control.chunks import describe as describe_chunking
 from vla_ros.control.core import ControlCore
 from vla_ros.control.safety import Command
+from vla_ros.control.split import ChunkSender, ControlHalf
 from vla_ros.control.status import LastError, LoopMonitor
 from vla_ros.control.ticks import TickRecorder
 from vla_ros.core.cameras import CameraSettings, camera_settings, inputs_problem
@@ -53,8 +60,10 @@ from vla_ros.core.proprio import (
 )
 from vla_ros.core.stats import RateWindow, Throttle
 from vla_ros.core.types import ActionChunk, Instruction, InstructionCheck, Policy
+from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.msg import VlaStatus
 from vla_ros.ros.camera import CameraSubscription
+from vla_ros.ros.chunk_msg import chunk_from_msg, chunk_to_msg
 from vla_ros.ros.control_timer import ControlTimer
 from vla_ros.ros.conversions import (
     OUTPUT_TYPES,
@@ -63,7 +72,7 @@ from vla_ros.ros.conversions import (
 from vla_ros.ros.node_inputs import InputHandling
 from vla_ros.ros.node_status import LOG_THROTTLE_S, StatusReporting
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
-from vla_ros.ros.qos import reliable_qos
+from vla_ros.ros.qos import chunk_qos, reliable_qos
 from vla_ros.runtime.factory import start_worker
 from vla_ros.runtime.worker import InferenceWorker
 
@@ -123,6 +132,10 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self._proprio_spec = ProprioSpec()
         self._joints: tuple[np.ndarray, float] | None = None  # the proprio joints' positions, receipt time
         self._backend = ""
+        self._sender: ChunkSender | None = None  # roles both and policy: numbers the chunks published
+        self._half: ControlHalf | None = None  # role control: the chunks received
+        self._chunk_pub = None
+        self._remote_inference_s = 0.0  # role control: inference time of the last chunk received
         self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
         self._control: ControlTimer | None = None
         self._lifecycle_lock = threading.Lock()
@@ -130,7 +143,8 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
 
     # ----- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read parameters, build the policy (here or in its process), create the ROS interfaces."""
+        """Read parameters, build the policy (here or in its process; not in role control), create the
+        ROS interfaces of the role."""
         try:
             cfg = read_config_parameters(self)
             cameras = camera_settings(cfg.topics, cfg.safety.max_image_age_s)
@@ -138,32 +152,56 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
                                    cfg.policy.proprio_gripper_joints, cfg.topics.pose)
             chunking = chunk_settings(cfg.control)
             core = ControlCore(cfg.safety, 1.0 / cfg.control.control_rate_hz, cfg.control.action_period_s,
-                               chunking=chunking, cameras={c.topic: c.max_age_s for c in cameras})
-            worker = start_worker(cfg.policy, self._on_chunk, self._on_fault,
-                                  in_process=cfg.execution.inference_process, policy=self._injected_policy,
-                                  policy_factory=self._policy_factory, nice=self._inference_nice,
-                                  process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning,
-                                  on_reject=self._reject)  # frames damaged when decoded: rejected inputs
+                               chunking=chunking, cameras={c.topic: c.max_age_s for c in cameras},
+                               future_tolerance_s=cfg.split.clock_tolerance_s)
+            worker = self._start_worker(cfg) if cfg.split.role != "control" else None
         except Exception as exc:  # rclpy would swallow it: say why before failing the transition
             return self._configure_failed(str(exc))
-        mismatch = inputs_problem(worker.inputs, cameras, proprio)
-        if mismatch is not None:
-            worker.stop(2.0)
-            return self._configure_failed(mismatch)
-        self.config, self.policy, self.core, self.worker = cfg, worker.policy, core, worker
+        if worker is not None:
+            mismatch = inputs_problem(worker.inputs, cameras, proprio)
+            if mismatch is not None:
+                worker.stop(2.0)
+                return self._configure_failed(mismatch)
+            self._backend = worker.describe()
+            family = getattr(getattr(worker.policy, "family", None), "name", "")
+            self._sender = ChunkSender(cfg.control.action_period_s, self._backend, str(family))
+            self._check = worker.instruction_check
+        else:
+            self._backend = "remote policy (no chunk yet)"
+            self._half = ControlHalf(core, cfg.control.action_period_s, cfg.split.watch_cameras)
+        self.config, self.policy, self.core, self.worker = cfg, getattr(worker, "policy", None), core, worker
         self._cameras, self._proprio_spec = cameras, proprio
         self._frames = [None] * len(cameras)
-        self._backend = worker.describe()
-        self._check = worker.instruction_check
         self._create_interfaces(cfg)
-        where = "thread" if worker.policy is not None else "process"
-        self.get_logger().info(f"configured: policy {self._backend} (inference {where}), "
-                               f"control {cfg.control.control_rate_hz} Hz, "
-                               f"output {cfg.topics.output_mode} on {self._command_pub.topic_name}"
-                               + self._inputs_summary())
-        if worker.inputs.chunk > 1:
+        self.get_logger().info(self._configured_line(cfg))
+        if worker is not None and worker.inputs.chunk > 1:
             self.get_logger().info(describe_chunking(chunking))
         return super().on_configure(state)
+
+    def _start_worker(self, cfg: NodeConfig) -> InferenceWorker:
+        """The inference worker with the policy (in a thread or a child process)."""
+        return start_worker(cfg.policy, self._on_chunk, self._on_fault,
+                            in_process=cfg.execution.inference_process, policy=self._injected_policy,
+                            policy_factory=self._policy_factory, nice=self._inference_nice,
+                            process_nice=cfg.execution.inference_nice, warn=self.get_logger().warning,
+                            on_reject=self._reject)  # frames damaged when decoded: rejected inputs
+
+    def _configured_line(self, cfg: NodeConfig) -> str:
+        """The configure log line of the role."""
+        worker, role = self.worker, cfg.split.role
+        policy = ""
+        if worker is not None:
+            where = "thread" if worker.policy is not None else "process"
+            policy = f"policy {self._backend} (inference {where}), chunks on {self._chunk_pub.topic_name}"
+        if role == "policy":
+            return f"configured (role policy): {policy}" + self._inputs_summary()
+        control = (f"control {cfg.control.control_rate_hz} Hz, output {cfg.topics.output_mode} on "
+                   f"{self._command_pub.topic_name}")
+        if role == "control":
+            watch = "camera topics" if cfg.split.watch_cameras else "chunk stamps"
+            return (f"configured (role control): chunks from {cfg.split.chunk_topic}, {control}, "
+                    f"image watchdog from {watch}")
+        return f"configured: {policy}, {control}" + self._inputs_summary()
 
     def _inputs_summary(self) -> str:
         """The cameras and proprio source for the configure log line ('' for one camera, no proprio)."""
@@ -180,8 +218,11 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         """Enable publishing and start the control timer; the node stays DISARMED until ~/arm."""
         ret = super().on_activate(state)  # enables the lifecycle publishers
         self._reset_rates()
-        self._start_control_loop()
         self._active = True
+        if self.config.split.role == "policy":
+            self.get_logger().info("active: publishing action chunks (the control half arms the robot)")
+            return ret
+        self._start_control_loop()
         self.get_logger().info("active (DISARMED: call ~/arm to arm)")
         return ret
 
@@ -218,33 +259,45 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         super().destroy_node()
 
     def _create_interfaces(self, cfg: NodeConfig) -> None:
-        topics, rel = cfg.topics, reliable_qos()
-        out_type = OUTPUT_TYPES[topics.output_mode]
-        self._command_pub = self.create_lifecycle_publisher(out_type, topics.command, rel)
-        self._gripper_pub = None
-        if topics.output_mode != "end_effector":  # Twist / Pose carry no gripper
-            self._gripper_pub = self.create_lifecycle_publisher(Float64, topics.command + "/gripper", rel)
+        topics, rel, role = cfg.topics, reliable_qos(), cfg.split.role
+        publishers, subs, services = [], [], []
+        if role != "policy":
+            out_type = OUTPUT_TYPES[topics.output_mode]
+            self._command_pub = self.create_lifecycle_publisher(out_type, topics.command, rel)
+            publishers.append(self._command_pub)
+            self._gripper_pub = None
+            if topics.output_mode != "end_effector":  # Twist / Pose carry no gripper
+                self._gripper_pub = self.create_lifecycle_publisher(Float64, topics.command + "/gripper", rel)
+                publishers.append(self._gripper_pub)
+            subs.append(self.create_subscription(Bool, topics.estop, self._on_estop, rel))
+            services = [self.create_service(SetBool, "~/arm", self._on_arm),
+                        self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)]
+        if role == "control":
+            subs.append(self.create_subscription(ActionChunkMsg, cfg.split.chunk_topic, self._on_chunk_msg,
+                                                 chunk_qos()))
+        else:
+            self._chunk_pub = self.create_lifecycle_publisher(ActionChunkMsg, cfg.split.chunk_topic,
+                                                              chunk_qos())
+            publishers.append(self._chunk_pub)
         self._status_pub = self.create_publisher(VlaStatus, "~/status", rel)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", rel)
         # Cameras and instruction arrive as raw bytes: size limits and strict UTF-8 come before parsing.
         # Each camera's reliability follows its publishers (auto) and its transport losses are counted.
+        # Role control watches the cameras only for the image age gate (split.watch_cameras).
+        watch = role != "control" or cfg.split.watch_cameras
         self.camera_subs = [CameraSubscription(self, cam.topic, CAMERA_TYPES[cam.transport],
                                                functools.partial(self._on_camera, index), cam.reliability,
                                                raw=True)
-                            for index, cam in enumerate(self._cameras)]
-        self.camera_sub = self.camera_subs[0]
-        subs = [self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True),
-                self.create_subscription(Bool, topics.estop, self._on_estop, rel)]
+                            for index, cam in enumerate(self._cameras)] if watch else []
+        self.camera_sub = self.camera_subs[0] if self.camera_subs else None
+        subs.append(self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True))
         if topics.pose:
             subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
-        if self._proprio_spec.joints:  # best effort: matches reliable and best-effort joint state publishers
+        if self._proprio_spec.joints and role != "control":  # best effort: matches either joint publisher
             subs.append(self.create_subscription(JointState, topics.joint_states, self._on_joint_states,
                                                  qos_profile_sensor_data))
-        services = [self.create_service(SetBool, "~/arm", self._on_arm),
-                    self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)]
         status_timer = self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)
-        pubs = [p for p in (self._command_pub, self._gripper_pub) if p is not None]
-        self._entities = ([(self.destroy_lifecycle_publisher, p) for p in pubs]
+        self._entities = ([(self.destroy_lifecycle_publisher, p) for p in publishers]
                           + [(self.destroy_publisher, p) for p in (self._status_pub, self._diag_pub)]
                           + [(CameraSubscription.destroy, c) for c in self.camera_subs]
                           + [(self.destroy_subscription, s) for s in subs]
@@ -256,13 +309,14 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         if self.worker is not None:
             self.worker.clear()
         self._stop_control_loop()
-        if self.core is not None:
+        if self.core is not None and self.config.split.role != "policy":
             self.core.set_armed(False)
             try:
                 self._publish(self.core.tick(self._now()))  # a final explicit HOLD
             except Exception as exc:
                 self.get_logger().error(f"final HOLD not published: {exc}")
-        self.get_logger().info("deactivated: DISARMED, control timer stopped")
+        self.get_logger().info("deactivated: no more action chunks" if self.config.split.role == "policy"
+                               else "deactivated: DISARMED, control timer stopped")
 
     def _release(self) -> None:
         self._stop_control_loop()
@@ -272,6 +326,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
             destroy(entity)
         self._entities = []
         self.worker, self.policy, self.core, self._joints = None, None, None, None
+        self._sender, self._half, self._chunk_pub = None, None, None
         self.camera_sub, self.camera_subs, self._frames = None, [], []
         self._instruction = Instruction("", 0.0)
 
@@ -351,13 +406,40 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self.get_logger().warning(response.message)
         return response
 
-    def _on_chunk(self, chunk: ActionChunk) -> None:  # worker thread
+    def _on_chunk(self, chunk: ActionChunk) -> None:  # worker thread (roles both and policy)
+        """A chunk from the policy: into the control core (role policy: it only paces inference), then
+        published on split.chunk_topic."""
         model_rate = self._model_rate
         if model_rate is not None:
             model_rate.add(time.perf_counter())
-        core = self.core
+        core, sender, pub = self.core, self._sender, self._chunk_pub
         if core is not None:
             core.on_chunk(chunk, self._now())
+        if sender is not None and pub is not None and self._active:
+            pub.publish(chunk_to_msg(sender.envelope(chunk), self.config.control.frame_id))
+
+    def _on_chunk_msg(self, msg: ActionChunkMsg) -> None:  # role control
+        """A chunk from the policy half: checked, through the link monitor, into the control core."""
+        half, now = self._half, self._now()
+        if half is None:
+            return
+        try:
+            envelope = chunk_from_msg(msg)
+        except ValueError as exc:
+            half.core.reject_chunk("invalid", str(exc))
+            self._log_throttled("chunk", f"rejected action chunk: {exc}")
+            return
+        model_rate = self._model_rate
+        if model_rate is not None:
+            model_rate.add(time.perf_counter())
+        self._remote_inference_s = float(msg.inference_s)
+        if envelope.model:
+            self._backend = f"remote: {envelope.model}"
+        if half.on_chunk(envelope, now) == "rejected":
+            self._log_throttled("chunk", f"rejected action chunk: {half.core.last_error}")
+        problem = half.link.clock_problem()
+        if problem:
+            self._log_throttled("clock", problem)
 
     def _on_fault(self, reason: str | None) -> None:  # worker thread
         core = self.core

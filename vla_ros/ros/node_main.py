@@ -28,6 +28,7 @@ from vla_ros.ros.params import config_to_parameters
 from vla_ros.runtime.synthetic import SyntheticPolicy
 
 DEFAULT_SWITCH_INTERVAL_S = 0.0005
+ROLE_NAMES = {"both": "vla_node", "policy": "vla_policy_node", "control": "vla_control_node"}  # default names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--switch-interval", type=float, default=DEFAULT_SWITCH_INTERVAL_S, metavar="S",
                    help="GIL switch interval [s]: how long the control thread may wait for a Python-heavy "
                         f"thread (default {DEFAULT_SWITCH_INTERVAL_S}; Python's own default is 0.005)")
-    p.add_argument("--name", default="vla_node", help="node name (default vla_node)")
+    p.add_argument("--role", choices=tuple(ROLE_NAMES), default=None,
+                   help="set split.role: both (policy and control in one process), policy (cameras + "
+                        "instruction -> action chunks) or control (action chunks -> safe commands); "
+                        "README: 'Policy on another computer'")
+    p.add_argument("--name", default=None, help="node name (default: vla_node, vla_policy_node or "
+                                                 "vla_control_node by role)")
     p.add_argument("--namespace", default=None, help="node namespace")
     return p
 
@@ -71,13 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             overrides["execution.inference_process"] = True
         if args.control_priority is not None:
             overrides["execution.control_priority"] = args.control_priority
+        if args.role is not None:
+            overrides["split.role"] = args.role
         cfg = load_config(args.config, overrides) if (args.config or overrides) else None  # before ROS
     except ConfigError as exc:
         print(f"vla-ros node: invalid configuration: {exc}", file=sys.stderr)
         return 2
     sys.setswitchinterval(args.switch_interval)
+    role = cfg.split.role if cfg is not None else "both"
     return run_node(cfg, ros_args, arm=args.arm, managed=args.managed, synthetic=args.synthetic_policy,
-                    name=args.name, namespace=args.namespace, given=overrides)
+                    name=args.name or ROLE_NAMES[role], namespace=args.namespace, given=overrides)
 
 
 def explicit_parameters(cfg: NodeConfig, given: dict[str, Any]) -> list:
@@ -142,9 +151,13 @@ def _terminate_like_ctrl_c() -> None:
         signal.signal(signal.SIGINT, raise_interrupt)
 
 
-def ros_main() -> None:
-    """Entry point of the installed `vla_node` executable (ros2 run / launch)."""
-    sys.exit(main(sys.argv[1:]))
+def ros_main(role: str | None = None) -> None:
+    """Entry point of the installed executables (ros2 run / launch): vla_node, and with `role` the
+    halves vla_policy_node / vla_control_node (a --role or --param split.role given wins)."""
+    argv = sys.argv[1:]
+    if role is not None:
+        argv = ["--role", role, *argv]
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

@@ -72,24 +72,31 @@ class StatusReporting:
     def status(self) -> VlaStatus:
         """The current VlaStatus (built from counters; also used by tests). Rates are over the last
         >= RATE_WINDOW_S of tick / call times; NO_RATE (-1) before the first full window."""
-        core, worker = self.core, self.worker
+        core, worker, half, role = self.core, self.worker, self._half, self.config.split.role
         now, perf = self._now(), time.perf_counter()
         header = Header(stamp=seconds_to_time(now), frame_id=self.config.control.frame_id)
-        if core is None or worker is None:
+        if core is None or (worker is None and half is None):
             return VlaStatus(header=header, state=VlaStatus.DISARMED, state_name="UNCONFIGURED",
-                             last_error=self.last_error, control_rate_hz=NO_RATE, model_rate_hz=NO_RATE)
+                             last_error=self.last_error, control_rate_hz=NO_RATE, model_rate_hz=NO_RATE,
+                             role=role, clock_offset_s=float("nan"))
         loop, model = self._loop, self._model_rate
-        control_hz = loop.rate(perf) if loop is not None else None
-        model_hz = model.rate(perf) if model is not None else None
+        control_hz = loop.rate(perf) if loop is not None and role != "policy" else None
+        model_hz = model.rate(perf) if model is not None else None  # role control: chunks received
+        link = half.report() if half is not None else None
+        if worker is not None:
+            latency, errors = worker.stats.last_latency_s, worker.stats.errors
+            policy_error = worker.stats.last_error if worker.faulted else ""
+        else:
+            latency, errors, policy_error = self._remote_inference_s, 0, ""
         counters = Counters(
-            backend=self._backend, inference_latency_s=worker.stats.last_latency_s,
+            backend=self._backend, inference_latency_s=latency,
             model_rate_hz=NO_RATE if model_hz is None else model_hz,
             control_rate_hz=NO_RATE if control_hz is None else control_hz,
             commands_published=self.commands_published,
-            rejected_inputs=sum(self.rejected.values()), policy_errors=worker.stats.errors,
-            last_error=(self._stale_camera_reason(now) or self.last_error
-                        or (worker.stats.last_error if worker.faulted else "")))
-        return VlaStatus(header=header, **status_fields(core, now, counters))
+            rejected_inputs=sum(self.rejected.values()), policy_errors=errors,
+            last_error=(self._stale_camera_reason(now) or (link.clock_problem if link else "")
+                        or self.last_error or policy_error))
+        return VlaStatus(header=header, **status_fields(core, now, counters, link, role))
 
     def _stale_camera_reason(self, now: float) -> str:
         """With several cameras, which one holds the arm (no frame within its max age); '' when none."""

@@ -3,6 +3,10 @@
 - Camera: keep last 5, volatile, with the reliability of the driver's publisher (a reliable
   subscription never matches a best-effort publisher); `auto` (ros/camera.py) follows the publishers
   and starts reliable. Depth 5: depth 1 lost 30-60% of large reliable frames (repairs bunch up).
+- Action chunks (split.chunk_topic): reliable, volatile, keep last 4. Reliable: a chunk lost on the
+  wire is repaired when the network allows (a late one is rejected by its age on the control half);
+  keep last 4: a burst after a stall does not queue old chunks (newer ones supersede them); volatile: a
+  control half that (re)starts never gets old chunks replayed.
 - Commands, instruction, e-stop, pose, status, diagnostics: reliable, volatile, keep last 10.
   Volatile subscriptions match both volatile and transient-local publishers.
 """
@@ -27,3 +31,11 @@ def reliable_qos(depth: int = 10) -> QoSProfile:
     """Reliable, volatile, keep last `depth`: commands, instructions, e-stop, pose, status."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+CHUNK_DEPTH = 4
+
+
+def chunk_qos() -> QoSProfile:
+    """Reliable, volatile, keep last CHUNK_DEPTH: the action chunks between the policy and control halves."""
+    return reliable_qos(CHUNK_DEPTH)
