@@ -1,5 +1,9 @@
 """Start vla_node: `ros2 launch vla_ros vla.launch.py model_path:=/ckpt camera_topic:=/cam/image_raw`.
 
+With role:=policy or role:=control it starts one half of a split deployment instead (vla_policy_node on
+the GPU computer, vla_control_node on the robot computer; policy.launch.py and control.launch.py fix the
+role, split.launch.py starts both halves on one computer). README: "Policy on another computer".
+
 A thin mapping of launch arguments to node parameters (`node_settings`, tested without launch):
 the config file is read and validated by vla_ros.core.config.load_config, the arguments given override
 its values, and every parameter is handed to the node explicitly (so the parameters file works
@@ -26,6 +30,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "camera_topic": ("", "camera topic (topics.camera); empty = config value"),
     "camera_transport": ("", "raw or compressed (topics.camera_transport); empty = config value"),
     "instruction_topic": ("", "instruction topic (topics.instruction); empty = config value"),
+    "role": ("", "both (vla_node: policy and control in one process), policy (vla_policy_node) or control "
+                 "(vla_control_node) (split.role); empty = config value (default both)"),
+    "chunk_topic": ("", "vla_ros/ActionChunk topic between the halves (split.chunk_topic); empty = config "
+                        "value"),
     "namespace": ("", "namespace of the node; empty = root"),
     "use_sim_time": ("false", "follow /clock (bag replay, simulators)"),
     "autostart": ("true", "configure and activate at start; false leaves it to a lifecycle manager"),
@@ -46,7 +54,12 @@ ARGUMENT_PARAMETERS: dict[str, str] = {
     "camera_topic": "topics.camera",
     "camera_transport": "topics.camera_transport",
     "instruction_topic": "topics.instruction",
+    "role": "split.role",
+    "chunk_topic": "split.chunk_topic",
 }
+
+# split.role -> the executable (and node name) that runs it
+ROLE_EXECUTABLES = {"both": "vla_node", "policy": "vla_policy_node", "control": "vla_control_node"}
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -62,7 +75,8 @@ def parse_bool(name: str, text: str) -> bool:
 
 
 def node_settings(args: dict[str, str]) -> dict[str, Any]:
-    """Launch argument values (strings) -> {namespace, parameters, arguments} of the vla_node action.
+    """Launch argument values (strings) -> {namespace, parameters, arguments, executable} of the node
+    action (the executable, also the node name, follows split.role).
 
     `parameters` holds every NodeConfig leaf (validated) plus use_sim_time; raises ConfigError
     naming the parameter for an invalid value.
@@ -96,26 +110,46 @@ def node_settings(args: dict[str, str]) -> dict[str, Any]:
         arguments.append("--managed")
     if parse_bool("arm", values["arm"]):
         arguments.append("--arm")
-    return {"namespace": values["namespace"].strip("/"), "parameters": parameters, "arguments": arguments}
+    return {"namespace": values["namespace"].strip("/"), "parameters": parameters, "arguments": arguments,
+            "executable": ROLE_EXECUTABLES[cfg.split.role]}
 
 
-def _launch_setup(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - OpaqueFunction signature
+def role_settings(args: dict[str, str], roles: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`node_settings` once per role in `roles` ("" = the role the arguments and config say); `arm` goes
+    only to a node that commands the robot."""
+    settings = []
+    for role in roles:
+        node = node_settings({**args, "role": role} if role else args)
+        if node["executable"] == ROLE_EXECUTABLES["policy"]:
+            node["arguments"] = [a for a in node["arguments"] if a != "--arm"]
+        settings.append(node)
+    return settings
+
+
+def _launch_setup(context, roles: tuple[str, ...]):  # noqa: ANN001 - OpaqueFunction's context
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
-    resolved = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
-    settings = node_settings(resolved)
-    return [Node(package="vla_ros", executable="vla_node", name="vla_node", output="screen",
-                 namespace=settings["namespace"], parameters=[settings["parameters"]],
-                 arguments=settings["arguments"])]
+    resolved = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS
+                if not (roles != ("",) and name == "role")}
+    return [Node(package="vla_ros", executable=s["executable"], name=s["executable"], output="screen",
+                 namespace=s["namespace"], parameters=[s["parameters"]], arguments=s["arguments"])
+            for s in role_settings(resolved, roles)]
 
 
-def generate_launch_description():  # noqa: ANN201 - launch.LaunchDescription, imported lazily
-    """The launch description: declared arguments, then the node built from their values."""
+def launch_description(roles: tuple[str, ...] = ("",)):  # noqa: ANN201 - launch.LaunchDescription
+    """Declared arguments, then one node per role (("",): the role the `role` argument says; the other
+    launch files fix it: ("policy",), ("control",), ("policy", "control"))."""
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     from launch import LaunchDescription
 
+    fixed = roles != ("",)
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
-                for name, (default, text) in LAUNCH_ARGUMENTS.items()]
-    return LaunchDescription(declared + [OpaqueFunction(function=_launch_setup)])
+                for name, (default, text) in LAUNCH_ARGUMENTS.items() if not (fixed and name == "role")]
+    return LaunchDescription(declared + [OpaqueFunction(function=_launch_setup, kwargs={"roles": roles})])
+
+
+def generate_launch_description():  # noqa: ANN201 - launch.LaunchDescription, imported lazily
+    """The launch description: declared arguments, then the node built from their values."""
+    return launch_description()

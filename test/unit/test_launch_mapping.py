@@ -105,3 +105,41 @@ def test_generate_launch_description_where_launch_ros_imports(launch_module):
     assert isinstance(ld, LaunchDescription)
     names = {a.name for a in ld.entities if hasattr(a, "default_value")}
     assert names == set(launch_module.LAUNCH_ARGUMENTS)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / "launch" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # must not need launch / launch_ros
+    return module
+
+
+@pytest.mark.parametrize("role, executable", [("", "vla_node"), ("both", "vla_node"),
+                                              ("policy", "vla_policy_node"), ("control", "vla_control_node")])
+def test_role_picks_the_executable_and_sets_split_role(launch_module, role, executable):
+    s = launch_module.node_settings({"role": role, "chunk_topic": "/gpu/chunks"})
+    assert s["executable"] == executable
+    assert s["parameters"]["split.role"] == (role or "both")
+    assert s["parameters"]["split.chunk_topic"] == "/gpu/chunks"
+    assert (ROOT / "scripts" / executable).exists()  # installed by CMakeLists.txt
+    assert f"scripts/{executable}" in (ROOT / "CMakeLists.txt").read_text()
+
+
+@pytest.mark.parametrize("file, executables", [
+    ("policy.launch.py", ["vla_policy_node"]), ("control.launch.py", ["vla_control_node"]),
+    ("split.launch.py", ["vla_policy_node", "vla_control_node"])])
+def test_launch_files_of_the_halves_fix_the_role_and_share_the_arguments(launch_module, file, executables):
+    module = _load(file)
+    settings = module.vla_launch.role_settings({"model_path": "/models/oft", "arm": "true",
+                                                "chunk_topic": "chunks"}, module.ROLES)
+    assert [s["executable"] for s in settings] == executables
+    for s in settings:
+        p = s["parameters"]
+        assert p["split.role"] == {"vla_policy_node": "policy", "vla_control_node": "control"}[s["executable"]]
+        assert p["policy.checkpoint"] == "/models/oft" and p["split.chunk_topic"] == "chunks"
+        assert ("--arm" in s["arguments"]) == (s["executable"] == "vla_control_node")  # the policy never arms
+
+
+def test_role_argument_is_checked(launch_module):
+    with pytest.raises(ConfigError, match="split.role"):
+        launch_module.node_settings({"role": "gpu"})

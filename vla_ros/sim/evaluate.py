@@ -2,7 +2,8 @@
 
 `vla-ros eval-demo --episodes N [--checkpoint DIR] [--seed S] [--policy model|expert]` runs the
 same ControlCore as vla_node on sim time (vla_ros.sim.harness) and prints the success rate per task
-kind.
+kind. `--latency-ms N --jitter-ms N --loss P ...` put the policy behind a split deployment's link;
+`--compare-split` runs the same seeds single-process and split (vla_ros.sim.split_eval).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from vla_ros.core.schema import ConfigError
 from vla_ros.core.types import Policy
 from vla_ros.runtime.factory import make_policy
 from vla_ros.sim.expert_policy import ExpertPolicy, NoisyExpertPolicy
-from vla_ros.sim.harness import DEFAULT_MAX_ACTIONS, EpisodeResult, SimHarness, episode_plan
+from vla_ros.sim.harness import DEFAULT_MAX_ACTIONS, EpisodeResult, SimHarness, SplitLink, episode_plan
+from vla_ros.sim.split_eval import (
+    add_link_arguments,
+    chunk_totals,
+    describe_link,
+    format_chunks,
+    format_comparison,
+    link_from_args,
+    rate_difference_points,
+)
 from vla_ros.sim.summary import summarize
 from vla_ros.sim.tasks import TASK_KINDS
 from vla_ros.sim.world import TabletopWorld
@@ -29,14 +39,15 @@ from vla_ros.sim.world import TabletopWorld
 def evaluate(policy_factory: Callable[[TabletopWorld], Policy], episodes: int, seed: int = 0,
              kinds: Sequence[str] = TASK_KINDS, harness: SimHarness | None = None,
              max_actions: int = DEFAULT_MAX_ACTIONS,
-             progress: Callable[[int, EpisodeResult], None] | None = None) -> list[EpisodeResult]:
-    """Run the episodes of `episode_plan` and return their results."""
+             progress: Callable[[int, EpisodeResult], None] | None = None,
+             link: SplitLink | None = None) -> list[EpisodeResult]:
+    """Run the episodes of `episode_plan` (behind `link` when given) and return their results."""
     harness = harness or SimHarness()
     policy = policy_factory(harness.world)
     results = []
     for i, (scene_seed, kind) in enumerate(episode_plan(episodes, seed, kinds)):
         task = harness.reset(scene_seed, kind)
-        result = harness.run_episode(policy, task, scene_seed, max_actions)
+        result = harness.run_episode(policy, task, scene_seed, max_actions, link=link)
         results.append(result)
         if progress is not None:
             progress(i, result)
@@ -112,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--robot-profile", default="", help="robot safety profile name or file")
     parser.add_argument("--json", default="", help="write the per-episode results and summary here")
     parser.add_argument("--quiet", action="store_true", help="only the summary table")
+    add_link_arguments(parser)
     return parser
 
 
@@ -146,6 +158,7 @@ def main(argv: list[str]) -> int:
         return 2
     kinds = [k.strip() for k in args.tasks.split(",") if k.strip()]
     try:
+        link = link_from_args(args)
         node_cfg = load_node_config(args.config, args.robot_profile)
         harness = harness_for(node_cfg, args.config, args.robot_profile)
         factory = policy_factory(args, node_cfg)
@@ -156,22 +169,51 @@ def main(argv: list[str]) -> int:
         print(f"eval-demo: {factory(harness.world).describe()}, {args.episodes} episodes from seed "
               f"{args.seed}, control {1 / harness.tick_period_s:g} Hz, action period "
               f"{harness.action_period_s:g} s", flush=True)
+        if link is not None:
+            print(f"eval-demo: {describe_link(link)}" + (" (compared with single-process on the same seeds)"
+                                                          if args.compare_split else ""), flush=True)
+    plan = [("single", None), ("split", link)] if args.compare_split else [("", link)]
+    runs = {}
+    for label, run_link in plan:
+        runs[label] = run(args, factory, harness, kinds, run_link, label)
+    if args.compare_split:
+        single, split = runs["single"], runs["split"]
+        print(format_comparison(single["summary"], split["summary"], single["chunks"], split["chunks"]))
+        difference = rate_difference_points(single["summary"], split["summary"])
+        print(f"split - single: {difference:+.1f} points overall; wall {single['wall_s']:.1f} s + "
+              f"{split['wall_s']:.1f} s, policy {single['policy_ms_per_call']:.1f} ms per call")
+        payload = {"args": vars(args), "link": dataclasses.asdict(link) if link else None,
+                   "single": single, "split": split, "success_rate_difference_points": difference}
+    else:
+        only = runs[""]
+        print(format_table(only["summary"]))
+        if link is not None:
+            print(f"chunks: {format_chunks(only['chunks'])}")
+        print(f"wall {only['wall_s']:.1f} s, policy {only['policy_ms_per_call']:.1f} ms per call")
+        payload = {**only, "args": vars(args)}
+        if link is not None:
+            payload["link"] = dataclasses.asdict(link)
+    if args.json:
+        write_json(args.json, payload)
+    return 0
+
+
+def run(args: argparse.Namespace, factory: Callable[[TabletopWorld], Policy], harness: SimHarness,
+        kinds: Sequence[str], link: SplitLink | None, label: str) -> dict:
+    """One evaluation with progress lines (prefixed by `label`); its summary, episodes and timings."""
+    prefix = f"{label:<6} " if label else ""
 
     def progress(i: int, r: EpisodeResult) -> None:
         if not args.quiet:
             mark = "ok  " if r.success else "FAIL"
             errors = f"  {r.policy_errors} policy errors: {r.last_error[:80]}" if r.policy_errors else ""
-            print(f"[{i + 1:>3}/{args.episodes}] {mark} seed {r.seed:<5} {r.kind:<4} {r.actions:>3} actions  "
-                  f"{r.instruction!r}{errors}", flush=True)
+            print(f"{prefix}[{i + 1:>3}/{args.episodes}] {mark} seed {r.seed:<5} {r.kind:<4} {r.actions:>3} "
+                  f"actions  {r.instruction!r}{errors}", flush=True)
 
     started = time.perf_counter()
-    results = evaluate(factory, args.episodes, args.seed, kinds, harness, args.max_actions, progress)
-    table = results_table(results)
-    print(format_table(table))
+    results = evaluate(factory, args.episodes, args.seed, kinds, harness, args.max_actions, progress, link)
     policy_s = sum(r.policy_s for r in results)
     calls = max(1, sum(r.actions for r in results))
-    print(f"wall {time.perf_counter() - started:.1f} s, policy {1e3 * policy_s / calls:.1f} ms per call")
-    if args.json:
-        write_json(args.json, {"summary": table, "episodes": [dataclasses.asdict(r) for r in results],
-                               "args": vars(args), "policy_ms_per_call": 1e3 * policy_s / calls})
-    return 0
+    return {"summary": results_table(results), "episodes": [dataclasses.asdict(r) for r in results],
+            "chunks": chunk_totals(results), "policy_ms_per_call": 1e3 * policy_s / calls,
+            "wall_s": time.perf_counter() - started}

@@ -90,8 +90,8 @@ class SplitStats:
     duplicates: int = 0  # arrivals dropped by the control half as duplicates
     in_flight: int = 0  # still on the link when the episode ended
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  # old, stale, late, future, ...
-    mean_delay_s: float = float("nan")  # mean (arrival - observation stamp) of the accepted chunks
-    max_delay_s: float = float("nan")
+    mean_delay_s: float | None = None  # mean (arrival - observation stamp) of the accepted chunks
+    max_delay_s: float | None = None
     link_lost: int = 0  # sequence numbers the control half never saw (its own count)
     clock_problem: str = ""  # the control half's clock verdict at the end ('' = consistent)
 
