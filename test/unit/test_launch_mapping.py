@@ -135,7 +135,7 @@ def test_launch_files_of_the_halves_fix_the_role_and_share_the_arguments(launch_
     assert [s["executable"] for s in settings] == executables
     for s in settings:
         p = s["parameters"]
-        assert p["split.role"] == {"vla_policy_node": "policy", "vla_control_node": "control"}[s["executable"]]
+        assert p["split.role"] == s["executable"].removeprefix("vla_").removesuffix("_node")
         assert p["policy.checkpoint"] == "/models/oft" and p["split.chunk_topic"] == "chunks"
         assert ("--arm" in s["arguments"]) == (s["executable"] == "vla_control_node")  # the policy never arms
 
