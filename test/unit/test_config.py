@@ -256,3 +256,12 @@ def test_profile_dir_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("VLA_ROS_PROFILE_DIR", str(tmp_path))
     assert load_profile("lab_arm") == {"safety.max_linear_velocity_mps": 0.05}
     assert "lab_arm" in available_profiles()
+
+
+def test_split_config_examples_load_and_agree_on_what_both_halves_must_share():
+    policy = load_config(ROBOTS.parent / "split_policy.yaml")
+    control = load_config(ROBOTS.parent / "split_control.yaml")
+    assert (policy.split.role, control.split.role) == ("policy", "control")
+    assert policy.split.chunk_topic == control.split.chunk_topic
+    assert policy.topics.instruction == control.topics.instruction
+    assert policy.control.action_period_s == control.control.action_period_s
