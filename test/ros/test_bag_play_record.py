@@ -127,7 +127,7 @@ def test_record_default_topics_follow_the_config(tmp_path: Path) -> None:
     from vla_ros.ros.bag_record import node_topics
 
     assert node_topics(None) == ["/camera/image_raw", "/vla/instruction", "/vla/estop", "/vla/command",
-                                 "/vla_node/status"]
+                                 "/vla_node/status", "/vla/action_chunk"]
     cfg = tmp_path / "c.yaml"
     cfg.write_text("topics:\n  pose: /arm/pose\n  output_mode: pose\n  command: servo/pose\n")
     topics = node_topics(str(cfg), "/robot1")

@@ -1,6 +1,6 @@
 """`vla-ros record DIR`: record vla_node's topics to an mcap bag (rosbags writer, atomic).
 
-Topics default to the node's own (camera, instruction, e-stop, pose, command, status) resolved from
+Topics default to the node's own (camera, instruction, e-stop, pose, command, status, action chunks) from
 --config and --namespace; a topic is subscribed as soon as it appears in the graph, with the
 reliability and durability its publishers offer, and recorded as raw CDR with the receipt time
 (the node clock: wall time, or /clock with --use-sim-time). The bag is written under a temporary
@@ -35,10 +35,10 @@ DEFAULT_NODE_NAME = "vla_node"
 
 def node_topics(config_path: str | None = None, namespace: str = "/", node_name: str = DEFAULT_NODE_NAME
                 ) -> list[str]:
-    """Absolute names of vla_node's topics for a config: inputs, command (+ gripper), status."""
+    """Absolute names of vla_node's topics for a config: inputs, command (+ gripper), status, chunks."""
     cfg = load_config(config_path)
     t = cfg.topics
-    names = [t.camera, t.instruction, t.estop, t.command, "~/status"]
+    names = [t.camera, t.instruction, t.estop, t.command, "~/status", cfg.split.chunk_topic]
     if t.pose:
         names.append(t.pose)
     if t.output_mode != "end_effector":

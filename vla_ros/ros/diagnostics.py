@@ -1,4 +1,5 @@
-"""vla_node's /diagnostics: four entries (control loop, policy, inputs, safety) built from its status."""
+"""vla_node's /diagnostics: four entries (control loop, policy, inputs, safety) built from its status, and
+in role control a fifth, the chunk link (WARN with the clock remedy when the chunk stamps disagree)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, 
         {"image_age_s": round(s.image_age_s, 3), "instruction_age_s": round(s.instruction_age_s, 3),
          "action_age_s": round(s.action_age_s, 3), "instruction": s.instruction[:200],
          **{f"rejected_{k}": v for k, v in rejected.items()}, **_camera_values(camera), **extra})
+    if s.role == "control":
+        add("chunk link", WARN if s.clock_warning else OK, s.clock_warning or "ok",
+            {"chunk_topic": cfg.split.chunk_topic, "chunks_received": s.chunks_received,
+             "chunks_lost": s.chunks_lost, "chunks_duplicated": s.chunks_duplicated,
+             "chunks_reordered": s.chunks_reordered, "rejected_chunks_old": s.rejected_chunks_old,
+             "rejected_chunks_future": s.rejected_chunks_future,
+             "rejected_chunks_late": s.rejected_chunks_late, "clock_offset_s": round(s.clock_offset_s, 4)})
     level = {VlaStatus.FAULT: ERROR, VlaStatus.ESTOPPED: WARN}.get(s.state, OK)
     add("safety", level, s.state_name,
         {"state": s.state_name, "safety_interventions": s.safety_interventions, **safety_counters})
