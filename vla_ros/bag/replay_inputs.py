@@ -9,6 +9,7 @@ import numpy as np
 
 from vla_ros.bag.convert import check_image_format, image_rgb
 from vla_ros.bag.io import (
+    ACTION_CHUNK,
     BOOL,
     COMPRESSED_IMAGE,
     IMAGE,
@@ -38,7 +39,8 @@ def resolve_topic(name: str, namespace: str = "/", node_name: str = "vla_node") 
 @dataclass(frozen=True)
 class ReplayTopics:
     """The node's topics, resolved in the replay's namespace (pose and joint_states are empty when not
-    read; extra_cameras follow the primary camera in the checkpoint's camera order)."""
+    read; extra_cameras follow the primary camera in the checkpoint's camera order; chunk: the ActionChunk
+    topic between the halves, split.chunk_topic)."""
 
     camera: str
     instruction: str
@@ -48,6 +50,7 @@ class ReplayTopics:
     status: str
     extra_cameras: tuple[str, ...] = ()
     joint_states: str = ""
+    chunk: str = ""
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -63,22 +66,29 @@ class ReplayTopics:
                             resolve_topic(t.pose, namespace) if t.pose else "",
                             resolve_topic(t.command, namespace), resolve_topic(status_topic, namespace),
                             tuple(resolve_topic(c, namespace) for c in t.extra_cameras),
-                            resolve_topic(t.joint_states, namespace) if reads_joints else "")
+                            resolve_topic(t.joint_states, namespace) if reads_joints else "",
+                            resolve_topic(config.split.chunk_topic, namespace))
 
 
 def input_topics(bag: BagReader, topics: ReplayTopics, require_pose: bool, fixed_instruction: bool,
-                 proprio_source: str = "none") -> dict[str, str]:
+                 proprio_source: str = "none", cameras_required: bool = True,
+                 read_chunks: bool = False) -> dict[str, str]:
     """topic -> type of every bag topic the replay reads; BagError when a needed one is missing.
 
-    Every camera is always needed, and the joint states for a proprio source; the instruction unless
-    one is given on the command line; the pose when safety.require_pose is set or the proprio source is
-    pose_gripper. The e-stop (and the pose otherwise) are read when present.
+    Every camera is needed (unless not `cameras_required`: then read when present), and the joint states
+    for a proprio source; the instruction unless one is given on the command line; the pose when
+    safety.require_pose is set or the proprio source is pose_gripper; the chunk topic with `read_chunks`
+    (a control-only replay). The e-stop (and the pose otherwise) are read when present.
     """
-    wanted = [topics.camera]
-    bag.require(topics.camera, (IMAGE, COMPRESSED_IMAGE), role="camera")
-    for index, camera in enumerate(topics.extra_cameras):
-        bag.require(camera, (IMAGE, COMPRESSED_IMAGE), role=f"camera (topics.extra_cameras[{index}])")
-        wanted.append(camera)
+    wanted = []
+    for index, camera in enumerate(topics.cameras):
+        if cameras_required or camera in bag.topics:
+            role = f"camera (topics.extra_cameras[{index - 1}])" if index else "camera"
+            bag.require(camera, (IMAGE, COMPRESSED_IMAGE), role=role)
+            wanted.append(camera)
+    if read_chunks:
+        bag.require(topics.chunk, (ACTION_CHUNK,), role="action chunk (split.chunk_topic)")
+        wanted.append(topics.chunk)
     if topics.joint_states:
         bag.require(topics.joint_states, (JOINT_STATE,),
                     role=f"joint states (policy.proprio_source is {proprio_source})")

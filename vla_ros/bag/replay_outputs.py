@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from vla_ros.bag.commands import DOF_NAMES, CommandSeries, relative_seconds, write_commands_csv
 from vla_ros.bag.compare import CompareReport, compare
 from vla_ros.bag.io import (
+    ACTION_CHUNK,
     END_EFFECTOR_COMMAND,
     NS_PER_S,
     VLA_STATUS,
@@ -28,6 +30,7 @@ from vla_ros.bag.plot import plot_replay
 from vla_ros.bag.replay_inputs import ReplayTopics
 from vla_ros.bag.replay_types import Inference, ReplayOptions, ReplayRecord
 from vla_ros.bag.writer import BagWriter
+from vla_ros.control.link import LinkReport
 from vla_ros.control.safety import Command, intervention_names
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.stats import distribution, rate
@@ -35,17 +38,22 @@ from vla_ros.core.stats import distribution, rate
 BAG_NAME = "replay"
 INFERENCE_COLUMNS = ("index", "start_ns", "finish_ns", "image_stamp_ns", "latency_s", "instruction", "result")
 SUMMARY_VERSION = 1
+CHUNK_QOS_DEPTH = 4  # the chunk topic's QoS: reliable, keep last 4, volatile (split.chunk_topic)
 
 
 # --------------------------------------------------------------------------------------- the bag
 
-def add_topics(writer: BagWriter, bag: BagReader, inputs: dict[str, str], topics: ReplayTopics) -> None:
-    """Declare the output bag's topics: the inputs (as recorded), then the commands and the status."""
+def add_topics(writer: BagWriter, bag: BagReader, inputs: dict[str, str], topics: ReplayTopics,
+               chunks: bool = False) -> None:
+    """Declare the output bag's topics: the inputs (as recorded), then the commands and the status, and
+    with `chunks` the ActionChunk topic the policy half publishes on."""
     for t in inputs:
         info = bag.topics[t]
         writer.add_topic(t, info.msgtype, info.msgdef, info.digest, info.qos)
     writer.add_topic(topics.command, END_EFFECTOR_COMMAND, qos=[qos_profile()])
     writer.add_topic(topics.status, VLA_STATUS, qos=[qos_profile()])
+    if chunks:
+        writer.add_topic(topics.chunk, ACTION_CHUNK, qos=[qos_profile(depth=CHUNK_QOS_DEPTH)])
 
 
 def command_row(cmd: Command, t_ns: int, t0: int, state: str, instruction: str) -> dict:
@@ -167,10 +175,24 @@ def chunk_summary(record: ReplayRecord, counters: dict[str, int]) -> dict:
             "rejected_chunks_late": counters["rejected_chunks_late"]}
 
 
+def link_summary(report: LinkReport, counters: dict[str, int], options: ReplayOptions, config: NodeConfig,
+                 topic: str) -> dict:
+    """summary.json's "link" (split and control-only replays): the chunk link's counts under the names of
+    LinkReport, the chunks rejected as too old or stamped in the future, the apparent clock offset [s]
+    (null before the first chunk) and the clock verdict ('' when consistent)."""
+    offset = report.clock_offset_s
+    return {"mode": options.mode, "chunk_topic": topic, "watch_cameras": config.split.watch_cameras,
+            "received": report.received, "lost": report.lost, "duplicates": report.duplicates,
+            "reordered": report.reordered, "restarts": report.restarts,
+            "rejected_old": counters["rejected_chunks_old"], "rejected_future": counters["rejected_chunks_future"],
+            "clock_offset_s": offset if math.isfinite(offset) else None, "clock_problem": report.clock_problem}
+
+
 def write_reports(out: Path, final_dir: Path, bag: BagReader, record: ReplayRecord, topics: ReplayTopics,
-                  counters: dict[str, int], config: NodeConfig, options: ReplayOptions, policy: str
-                  ) -> tuple[dict, CommandSeries, CompareReport | None]:
-    """Write every output file but the bag into `out` (the temporary twin of `final_dir`).
+                  counters: dict[str, int], config: NodeConfig, options: ReplayOptions, policy: str,
+                  link: LinkReport | None = None) -> tuple[dict, CommandSeries, CompareReport | None]:
+    """Write every output file but the bag into `out` (the temporary twin of `final_dir`); `link`: the
+    control half's link report (split and control-only replays).
 
     Returns (summary, command series, compare report or None).
     """
@@ -179,6 +201,8 @@ def write_reports(out: Path, final_dir: Path, bag: BagReader, record: ReplayReco
     series = command_series(record.rows, str(final_dir / "commands.csv"))
     report: CompareReport | None = None
     result = summary(bag, record, topics, counters, config, options, policy)
+    if link is not None:
+        result["link"] = link_summary(link, counters, options, config, topics.chunk)
     result["outputs"] = {"bag": BAG_NAME, "commands": "commands.csv", "inferences": "inferences.csv",
                          "plot": "plot.png" if options.plot else None, "summary": "summary.json"}
     spec = options.compare

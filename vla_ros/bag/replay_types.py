@@ -14,6 +14,10 @@ from vla_ros.bag.latency import LatencyModel
 from vla_ros.core.types import ActionChunk, Observation
 
 STATUS_TOPIC = "~/status"  # the node publishes VlaStatus on ~/status
+# What a replay runs: node = policy and control in one process (vla_node); split = both halves, each chunk
+# sent as a vla_ros/ActionChunk message to a ControlHalf with zero link latency; control = the control half
+# alone, fed the ActionChunk messages recorded in the bag (no policy).
+REPLAY_MODES = ("node", "split", "control")
 
 
 class ReplayError(RuntimeError):
@@ -49,6 +53,7 @@ class ReplayOptions:
     # Do not run policy calls whose chunk is replaced before any tick uses it: identical commands,
     # fewer model runs (their failures then go uncounted). Off for the measured latency model.
     skip_superseded: bool = False
+    mode: str = "node"  # one of REPLAY_MODES
 
     @property
     def lazy(self) -> bool:

@@ -72,7 +72,7 @@ from vla_ros.ros.conversions import (
 from vla_ros.ros.node_inputs import InputHandling
 from vla_ros.ros.node_status import LOG_THROTTLE_S, StatusReporting
 from vla_ros.ros.params import declare_config_parameters, read_config_parameters
-from vla_ros.ros.qos import chunk_qos, reliable_qos
+from vla_ros.ros.qos import chunk_qos, latched_qos, reliable_qos
 from vla_ros.runtime.factory import start_worker
 from vla_ros.runtime.worker import InferenceWorker
 
@@ -125,6 +125,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self.skipped_no_pose = 0
         self._active = False
         self._instruction = Instruction("", 0.0)
+        self._instruction_seen = False  # an instruction message arrived since configure
         self.camera_subs: list[CameraSubscription] = []  # one per camera, primary first
         self.camera_sub: CameraSubscription | None = None  # the primary camera's
         self._cameras: tuple[CameraSettings, ...] = ()
@@ -291,6 +292,9 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
                             for index, cam in enumerate(self._cameras)] if watch else []
         self.camera_sub = self.camera_subs[0] if self.camera_subs else None
         subs.append(self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True))
+        if role == "policy":  # a restarted policy half gets the instruction a transient-local publisher holds
+            subs.append(self.create_subscription(String, topics.instruction, self._on_held_instruction,
+                                                 latched_qos(), raw=True))
         if topics.pose:
             subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
         if self._proprio_spec.joints and role != "control":  # best effort: matches either joint publisher
@@ -329,6 +333,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self._sender, self._half, self._chunk_pub = None, None, None
         self.camera_sub, self.camera_subs, self._frames = None, [], []
         self._instruction = Instruction("", 0.0)
+        self._instruction_seen = False
 
     # ----- the control loop (its own node, executor and thread) ----------------------------------
     def _start_control_loop(self) -> None:

@@ -77,9 +77,16 @@ class InputHandling:
         self._errors.resolve("proprio")
         return MultiFrame(tuple(frames), tuple(c.topic for c in self._cameras), proprio)
 
+    def _on_held_instruction(self, raw: bytes) -> None:
+        """Role policy: the instruction a transient-local publisher held when this node started; used
+        only before any other (live ones arrive on both subscriptions)."""
+        if not self._instruction_seen:
+            self._on_instruction(raw)
+
     def _on_instruction(self, raw: bytes) -> None:
         """Checked once here (size, UTF-8, the model's prompt positions); an unusable one means HOLD."""
         now = self._now()
+        self._instruction_seen = True
         try:
             text = decode_instruction(raw, self._check)
         except ValueError as exc:

@@ -7,6 +7,8 @@
   wire is repaired when the network allows (a late one is rejected by its age on the control half);
   keep last 4: a burst after a stall does not queue old chunks (newer ones supersede them); volatile: a
   control half that (re)starts never gets old chunks replayed.
+- Instruction in role policy: a second subscription, reliable + transient local (keep last 1), which
+  matches only transient-local publishers and hands a restarted policy node the instruction they hold.
 - Commands, instruction, e-stop, pose, status, diagnostics: reliable, volatile, keep last 10.
   Volatile subscriptions match both volatile and transient-local publishers.
 """
@@ -39,3 +41,9 @@ CHUNK_DEPTH = 4
 def chunk_qos() -> QoSProfile:
     """Reliable, volatile, keep last CHUNK_DEPTH: the action chunks between the policy and control halves."""
     return reliable_qos(CHUNK_DEPTH)
+
+
+def latched_qos() -> QoSProfile:
+    """Reliable, transient local, keep last 1: the last message a transient-local publisher holds."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
