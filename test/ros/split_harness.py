@@ -11,7 +11,6 @@ a SyntheticPolicy in a thread) in the same context and namespace, each with its 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +18,7 @@ from builtin_interfaces.msg import Time
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy
 from vla_harness import NodeHarness, wait_for
 from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.msg import EndEffectorCommand
@@ -100,7 +100,8 @@ class SplitHarness(NodeHarness):
                                  "probe", "synthetic")
         return chunk_to_msg(envelope, self.node.config.control.frame_id)
 
-    def send(self, msg: ActionChunkMsg, until: Callable[[], bool] | None = None, timeout: float = 3.0) -> None:
+    def send(self, msg: ActionChunkMsg, until: Callable[[], bool] | None = None,
+             timeout: float = 3.0) -> None:
         """Publish `msg` and wait until the control node took it: `until()` true, by default one more
         chunk counted in chunks_received (one at a time: the topic keeps only the last 4)."""
         if until is None:
@@ -114,6 +115,19 @@ class SplitHarness(NodeHarness):
         """The commands received so far that move the arm from the chunk stamped `source_stamp`."""
         return [c for c in list(self.commands)
                 if not c.hold and abs(seconds(c.source_stamp) - source_stamp) < 1e-6]
+
+    def first(self, predicate: Callable[[EndEffectorCommand], bool], start: int = 0,
+              timeout: float = 3.0) -> EndEffectorCommand | None:
+        """The first command from index `start` on (received before or after this call) satisfying
+        `predicate`, waiting up to `timeout` [s] for it; None if none."""
+        found: list[EndEffectorCommand] = []
+
+        def check() -> bool:
+            found.extend(c for c in list(self.commands)[start:] if predicate(c))
+            return bool(found)
+
+        wait_for(check, timeout)
+        return found[0] if found else None
 
     def hold_after(self, source_stamp: float, timeout: float = 3.0) -> EndEffectorCommand | None:
         """The first HOLD after the first command moving from the chunk stamped `source_stamp`."""
@@ -155,8 +169,11 @@ class SplitHarness(NodeHarness):
         return node
 
     def _subscribed(self, topic: str) -> bool:
-        """Whether the policy node subscribes `topic` (as the probe's graph sees it)."""
-        return any(info.node_name == POLICY_NODE for info in self.probe.get_subscriptions_info_by_topic(topic))
+        """Whether the policy node has a volatile subscription (the one the probe's volatile publishers
+        match) on `topic`, as the probe's graph sees it."""
+        infos = self.probe.get_subscriptions_info_by_topic(topic)
+        return any(info.node_name == POLICY_NODE and info.qos_profile.durability == DurabilityPolicy.VOLATILE
+                   for info in infos)
 
     def kill_policy(self, node: VlaNode) -> None:
         """Stop a policy node without a transition, as a crash would: executor gone, node destroyed."""

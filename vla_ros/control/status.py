@@ -69,6 +69,7 @@ def link_fields(core: ControlCore, link: LinkReport | None, role: str) -> dict[s
         "chunks_received": link.received if link else 0, "chunks_lost": link.lost if link else 0,
         "chunks_duplicated": link.duplicates if link else 0,
         "chunks_reordered": link.reordered if link else 0,
+        "policy_restarts": link.restarts if link else 0,
         "rejected_chunks_old": counters["rejected_chunks_old"],
         "rejected_chunks_future": counters["rejected_chunks_future"],
         "clock_offset_s": link.clock_offset_s if link else float("nan"),

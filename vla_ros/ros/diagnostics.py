@@ -62,7 +62,8 @@ def diagnostic_array(name: str, s: VlaStatus, cfg: NodeConfig, *, active: bool, 
         add("chunk link", WARN if s.clock_warning else OK, s.clock_warning or "ok",
             {"chunk_topic": cfg.split.chunk_topic, "chunks_received": s.chunks_received,
              "chunks_lost": s.chunks_lost, "chunks_duplicated": s.chunks_duplicated,
-             "chunks_reordered": s.chunks_reordered, "rejected_chunks_old": s.rejected_chunks_old,
+             "chunks_reordered": s.chunks_reordered, "policy_restarts": s.policy_restarts,
+             "rejected_chunks_old": s.rejected_chunks_old,
              "rejected_chunks_future": s.rejected_chunks_future,
              "rejected_chunks_late": s.rejected_chunks_late, "clock_offset_s": round(s.clock_offset_s, 4)})
     level = {VlaStatus.FAULT: ERROR, VlaStatus.ESTOPPED: WARN}.get(s.state, OK)

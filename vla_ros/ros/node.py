@@ -432,7 +432,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
             envelope = chunk_from_msg(msg)
         except ValueError as exc:
             half.core.reject_chunk("invalid", str(exc))
-            self._log_throttled("chunk", f"rejected action chunk: {exc}")
+            self._log_throttled("chunk", self._errors.set("chunk", f"rejected action chunk: {exc}", now))
             return
         model_rate = self._model_rate
         if model_rate is not None:
@@ -440,8 +440,12 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self._remote_inference_s = float(msg.inference_s)
         if envelope.model:
             self._backend = f"remote: {envelope.model}"
-        if half.on_chunk(envelope, now) == "rejected":
-            self._log_throttled("chunk", f"rejected action chunk: {half.core.last_error}")
+        verdict = half.on_chunk(envelope, now)
+        if verdict == "rejected":
+            text = self._errors.set("chunk", f"rejected action chunk: {half.core.last_error}", now)
+            self._log_throttled("chunk", text)
+        elif verdict == "accepted":
+            self._errors.resolve("chunk", now)  # a chunk rejected earlier is no longer the last word
         problem = half.link.clock_problem()
         if problem:
             self._log_throttled("clock", problem)
