@@ -98,7 +98,9 @@ def test_mcap_ros2_decoder_and_rclpy_read_what_we_write(tmp_path: Path) -> None:
             action_age_s=0.2, control_rate_hz=10.0, commands_published=3, safety_interventions=1,
             rejected_inputs=0, policy_errors=0, last_error="", chunk_switches=2, chunk_jump_last=0.1,
             chunk_jump_max=0.3, chunk_delay_last_s=0.12, dropped_actions=1, rejected_chunks_late=0,
-            stale_camera="")
+            stale_camera="", role="control", chunks_received=5, chunks_lost=1, chunks_duplicated=0,
+            chunks_reordered=0, policy_restarts=0, rejected_chunks_old=1, rejected_chunks_future=0,
+            clock_offset_s=0.004, clock_warning="")
         w.write_msg("/vla_node/status", 20, status)
     seen = []
     with open(path / "bag.mcap", "rb") as f:

@@ -149,7 +149,8 @@ def test_status_fields_keep_the_message_order_and_append_the_chunk_and_link_fiel
                   "dropped_actions", "rejected_chunks_late", "stale_camera"]
     assert list(fields)[:15] == declared[:15]  # the original fields, in the message's order
     link_keys = ["role", "chunks_received", "chunks_lost", "chunks_duplicated", "chunks_reordered",
-                 "policy_restarts", "rejected_chunks_old", "rejected_chunks_future", "clock_offset_s", "clock_warning"]
+                 "policy_restarts", "rejected_chunks_old", "rejected_chunks_future", "clock_offset_s",
+                 "clock_warning"]
     assert list(fields)[15:] == chunk_keys + link_keys
     assert list(fields) == declared  # nothing else: every declared field is filled
     assert fields["rejected_chunks_late"] == 1 and fields["stale_camera"] == "wrist"

@@ -7,10 +7,8 @@ The message helpers here (typestore, msg_class, serialize, ...) serve the writer
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,9 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from vla_ros.core.files import share_candidates
+from vla_ros.core.stamps import NS_PER_S, ns_to_seconds, seconds_to_ns  # noqa: F401 - re-exported
 
 STORAGES = ("mcap", "sqlite3")  # the storage plugins rosbags reads and writes
-NS_PER_S = 1_000_000_000
 
 # Message types, as rosbag2 spells them.
 IMAGE = "sensor_msgs/msg/Image"
@@ -92,20 +90,6 @@ def stamp_msg(t_ns: int) -> Any:
 def stamp_ns(stamp: Any) -> int:
     """Integer nanoseconds of a builtin_interfaces/Time."""
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def seconds_to_ns(seconds: float) -> int:
-    """The integer nanoseconds nearest to `seconds`, computed exactly: `round(seconds * 1e9)` rounds the
-    product first and misses by up to 128 ns at epoch times. ValueError for a non-finite value."""
-    if not math.isfinite(seconds):
-        raise ValueError(f"time must be a finite number of seconds, got {seconds!r}")
-    return round(Fraction(seconds) * NS_PER_S)
-
-
-def ns_to_seconds(t_ns: int) -> float:
-    """Seconds of integer nanoseconds, correctly rounded (int / int, as the replay's clock): for every
-    float s made this way, ns_to_seconds(seconds_to_ns(s)) == s, bit for bit."""
-    return int(t_ns) / NS_PER_S
 
 
 def header_msg(t_ns: int, frame_id: str = "") -> Any:

@@ -8,6 +8,9 @@ topics, the commands as vla_ros/EndEffectorCommand and VlaStatus), commands.csv,
 plot.png, summary.json, and with --compare: compare.txt, compare.json (exit 1 on a regression).
 With --chunk-rules (see chunk_rules.py): one such directory per rule, DIR/<rule>, a table of the command
 jumps at chunk switches per rule on stdout and in DIR/chunk_rules.json.
+--split runs the policy and control halves joined by the vla_ros/ActionChunk message (zero link latency;
+the chunks go to the output bag on split.chunk_topic); --control-only runs the control half alone on the
+chunks recorded in the bag, without a policy. Both add the link counts to summary.json and VlaStatus.
 """
 
 from __future__ import annotations
@@ -82,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strict", action="store_true", help="abort on the first rejected input message")
     ap.add_argument("--no-plot", action="store_true", help="skip plot.png")
     ap.add_argument("--force", action="store_true", help="replace an existing output directory")
+    halves = ap.add_mutually_exclusive_group()
+    halves.add_argument("--split", action="store_true",
+                        help="run the policy half and the control half joined by the vla_ros/ActionChunk "
+                        "message (serialized, deserialized, zero link latency; split.watch_cameras "
+                        "decides what feeds the image watchdog); the chunks go to the output bag on "
+                        "split.chunk_topic")
+    halves.add_argument("--control-only", action="store_true",
+                        help="replay the control half alone: the ActionChunk messages recorded on "
+                        "split.chunk_topic at their receive times; no policy is loaded")
     prog = ap.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bar on stderr (default: when stderr is a terminal)")
@@ -103,7 +115,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         stamp_source=args.stamp_source, namespace=args.namespace, status_topic=args.status_topic,
         instruction=args.instruction,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, strict=args.strict,
-        plot=not args.no_plot, overwrite=args.force, compare=spec, skip_superseded=args.skip_superseded)
+        plot=not args.no_plot, overwrite=args.force, compare=spec, skip_superseded=args.skip_superseded,
+        mode="split" if args.split else "control" if args.control_only else "node")
 
 
 def chunk_rules_main(args: argparse.Namespace, config: NodeConfig, policy: Policy, options: ReplayOptions,
@@ -126,6 +139,23 @@ def chunk_line(chunks: dict) -> str:
             f"p95 {chunks['chunk_jump_p95']:.4g} m/s|rad/s), {chunks['dropped_actions']} actions dropped")
 
 
+def control_only_conflict(args: argparse.Namespace) -> str | None:
+    """The option given that a control-only replay (no policy) cannot honour, or None."""
+    given = {"--chunk-rules": args.chunk_rules, "--skip-superseded": args.skip_superseded,
+             "--latency-model": args.latency_model != "zero", "--policy": args.policy != "model",
+             "--checkpoint": args.checkpoint is not None, "--backend": args.backend is not None}
+    return next((flag for flag, set_ in given.items() if set_), None)
+
+
+def link_line(summary: dict) -> str:
+    """The summary line's chunk link figures ('' for a single-node replay)."""
+    link = summary.get("link")
+    if link is None:
+        return ""
+    return (f", link: {link['received']} chunks received, {link['lost']} lost, "
+            f"{link['duplicates']} duplicated, {link['reordered']} reordered")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: 0 = done (and no regression), 1 = regression against --compare, 2 = bad input."""
     args = build_parser().parse_args(argv)
@@ -139,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         rules = parse_rules(args.chunk_rules) if args.chunk_rules else []
         if rules and args.compare:
             raise ValueError("--chunk-rules and --compare cannot be combined")
+        conflict = control_only_conflict(args) if args.control_only else None
+        if conflict is not None:
+            raise ValueError(f"--control-only runs no policy: {conflict} does not apply")
         options = options_from_args(args)
         if Path(args.out).exists() and not args.force:
             raise BagError(f"output {args.out!r} exists already; use --force to replace it")
-        policy = make_replay_policy(args.policy, config)
+        policy = None if args.control_only else make_replay_policy(args.policy, config)
         if rules:
+            assert policy is not None
             return chunk_rules_main(args, config, policy, options, rules)
         result = replay_bag(args.bag, args.out, config, policy, options)
     except (BagError, ReplayError, ConfigError, ValueError) as exc:
@@ -157,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"replayed {replayed:.2f} s of {s['bag']['name']} in {result.wall_s:.2f} s "
           f"({replayed / max(result.wall_s, 1e-9):.1f}x real time): {s['commands']['total']} commands "
           f"({s['commands']['hold']} HOLD), {s['interventions']['commands_changed']} changed by the safety "
-          f"filter, {s['inference']['calls']} inferences{chunk_line(s['chunks'])} -> "
+          f"filter, {s['inference']['calls']} {'chunks' if args.control_only else 'inferences'}"
+          f"{chunk_line(s['chunks'])}{link_line(s)} -> "
           f"{os.fspath(result.out_dir)}", file=sys.stderr)
     if result.compare is not None:
         print(result.compare.table())

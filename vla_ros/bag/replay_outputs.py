@@ -184,8 +184,10 @@ def link_summary(report: LinkReport, counters: dict[str, int], options: ReplayOp
     return {"mode": options.mode, "chunk_topic": topic, "watch_cameras": config.split.watch_cameras,
             "received": report.received, "lost": report.lost, "duplicates": report.duplicates,
             "reordered": report.reordered, "restarts": report.restarts,
-            "rejected_old": counters["rejected_chunks_old"], "rejected_future": counters["rejected_chunks_future"],
-            "clock_offset_s": offset if math.isfinite(offset) else None, "clock_problem": report.clock_problem}
+            "rejected_old": counters["rejected_chunks_old"],
+            "rejected_future": counters["rejected_chunks_future"],
+            "clock_offset_s": offset if math.isfinite(offset) else None,
+            "clock_problem": report.clock_problem}
 
 
 def write_reports(out: Path, final_dir: Path, bag: BagReader, record: ReplayRecord, topics: ReplayTopics,

@@ -13,6 +13,17 @@ inference, a starting inference (with zero latency it finishes at once), the con
 Nothing reads the wall clock except the `measured` latency model, so the same inputs give
 byte-identical outputs.
 
+Split (options.mode "split"): the policy half numbers each chunk (ChunkSender), writes it to the output
+bag as a vla_ros/ActionChunk on split.chunk_topic, and the control half receives the message's bytes
+deserialized, at the same bag time (zero link latency), through ControlHalf (link verdict, period check,
+ControlCore). The chunk's inference_s is the simulated latency. The control half sees no policy fault (a
+failed call sends nothing; it holds once the last chunk is played or too old). With split.watch_cameras
+the camera frames feed its image watchdog as in one process, so the commands are byte-identical to the
+single-node replay; without, each accepted chunk's stamp does, and the policy half keeps its own view of
+the cameras. Control-only (mode "control"): no policy; the ActionChunk messages recorded on
+split.chunk_topic reach the ControlHalf at their log (receive) times, in the bag's order; the camera
+topics are read when present (required with split.watch_cameras) and the ticks run as above.
+
 Work: the simulated worker is scheduled from the latency model alone. Every call runs, as in the node.
 With skip_superseded only calls whose chunk is still in force at the next tick run (with a 30 Hz
 camera, 10 Hz ticks and zero latency: one call in three): faster, exact when calls take longer than a
@@ -23,6 +34,7 @@ for chunked policies (of a fixed chunk length) skipping then saves nothing but s
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -30,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from vla_ros.bag.chunk_msgs import decode_chunk, encode_chunk
 from vla_ros.bag.convert import image_stamp_ns
-from vla_ros.bag.io import NS_PER_S, BagReader
+from vla_ros.bag.io import NS_PER_S, BagReader, seconds_to_ns
 from vla_ros.bag.replay_inputs import (
     ReplayTopics,
     decode_estop,
@@ -49,17 +62,26 @@ from vla_ros.bag.replay_outputs import (
     status_msg,
     write_reports,
 )
-from vla_ros.bag.replay_types import Inference, ReplayError, ReplayOptions, ReplayRecord, ReplayResult
+from vla_ros.bag.replay_types import (
+    REPLAY_MODES,
+    Inference,
+    ReplayError,
+    ReplayOptions,
+    ReplayRecord,
+    ReplayResult,
+)
 from vla_ros.bag.writer import AtomicDir, BagWriter
 from vla_ros.control.chunks import chunk_settings
 from vla_ros.control.core import ControlCore
+from vla_ros.control.link import ChunkLink
+from vla_ros.control.split import ChunkEnvelope, ChunkSender, ControlHalf
 from vla_ros.control.status import Counters, status_fields
 from vla_ros.core.cameras import camera_settings, inputs_problem
 from vla_ros.core.config import NodeConfig
 from vla_ros.core.images import ImageError, decode_min_size
 from vla_ros.core.inputs import decode_instruction
 from vla_ros.core.proprio import ProprioError, current_proprio, proprio_spec
-from vla_ros.core.types import Instruction, Observation, Policy, instruction_check, policy_inputs
+from vla_ros.core.types import ActionChunk, Instruction, Observation, Policy, instruction_check, policy_inputs
 from vla_ros.runtime.worker import policy_input_size, run_policy
 
 NEVER = 2 ** 63  # a bag time after every event [ns]
@@ -96,27 +118,62 @@ class Progress:
 
 
 class Replayer:
-    """Runs one bag through a policy and a ControlCore; see the module docstring for the timeline."""
+    """Runs one bag through a policy and a ControlCore; see the module docstring for the timeline.
+    `policy` is None for a control-only replay (options.mode "control") and required otherwise."""
 
-    def __init__(self, config: NodeConfig, policy: Policy, options: ReplayOptions) -> None:
+    def __init__(self, config: NodeConfig, policy: Policy | None, options: ReplayOptions) -> None:
+        mode = options.mode
+        if mode not in REPLAY_MODES:
+            raise ValueError(f"replay mode must be one of {REPLAY_MODES}, got {mode!r}")
+        if (policy is None) != (mode == "control"):
+            raise ValueError("a control-only replay runs no policy; the other replays need one")
         self.config = config
         self.policy = policy
+        self.mode = mode
         self.decode_min_size = decode_min_size(policy_input_size(policy))  # as the node decodes frames
         self.options = options
         ctl = config.control
         self.tick_ns = int(round(NS_PER_S / ctl.control_rate_hz))
         self.status_ns = int(round(NS_PER_S / ctl.status_rate_hz))
         cameras = camera_settings(config.topics, config.safety.max_image_age_s)  # the node's, as named there
-        self.proprio = proprio_spec(config.policy.proprio_source, config.policy.proprio_joints,
-                                    config.policy.proprio_gripper_joints, config.topics.pose)
-        problem = inputs_problem(policy_inputs(policy), cameras, self.proprio)
-        if problem is not None:
-            raise ReplayError(f"the configured inputs do not fit the policy: {problem}")
+        self.proprio = proprio_spec(config.policy.proprio_source if policy is not None else "none",
+                                    config.policy.proprio_joints, config.policy.proprio_gripper_joints,
+                                    config.topics.pose)
+        if policy is not None:
+            problem = inputs_problem(policy_inputs(policy), cameras, self.proprio)
+            if problem is not None:
+                raise ReplayError(f"the configured inputs do not fit the policy: {problem}")
+        camera_limits = {c.topic: c.max_age_s for c in cameras}
         self.core = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s,
-                                chunking=chunk_settings(ctl), cameras={c.topic: c.max_age_s for c in cameras})
+                                chunking=chunk_settings(ctl), cameras=camera_limits,
+                                future_tolerance_s=config.split.clock_tolerance_s)
         self.core.set_armed(options.armed)
+        # the chunk link (split and control-only): the control half and the numbering of the policy half
+        self.watch_cameras = mode == "node" or config.split.watch_cameras
+        self.half: ControlHalf | None = None
+        self.sender: ChunkSender | None = None
+        if mode != "node":
+            link = ChunkLink(future_tolerance_s=config.split.clock_tolerance_s,
+                             late_after_s=config.safety.max_action_age_s)
+            self.half = ControlHalf(self.core, ctl.action_period_s, config.split.watch_cameras, link)
+        if mode == "split":
+            assert policy is not None
+            family = getattr(getattr(policy, "family", None), "name", "")
+            self.sender = ChunkSender(ctl.action_period_s, policy.describe(), str(family))
+        # the cameras as the policy half sees them: the control core's, unless that one watches none
+        self.camera_view = self.core
+        if not self.watch_cameras and policy is not None:
+            self.camera_view = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s,
+                                           cameras=camera_limits)
+        self.writer: BagWriter | None = None  # the output bag while run() goes (the chunks are written to it)
+        # what the control half knows of the policy half: from the chunks received (status, as role control)
+        self.remote_model = ""
+        self.remote_inference_s = 0.0
+        self.chunks_in_period = 0
         self.max_inference_ns = int(round(config.policy.max_inference_s * NS_PER_S))
         self.topics = ReplayTopics.resolve(config, options.namespace, options.status_topic)
+        if policy is None:
+            self.topics = dataclasses.replace(self.topics, joint_states="")  # no proprio without a policy
         self.camera_names = tuple(c.topic for c in cameras)
         self.camera_index = {topic: i for i, topic in enumerate(self.topics.cameras)}
         if len(self.camera_index) != len(cameras):
@@ -141,7 +198,8 @@ class Replayer:
         self.lazy = options.lazy
         self.unapplied: Inference | None = None
         self.chunk_length = 0  # actions in the last chunk the policy returned (0 = none yet)
-        self.check = instruction_check(policy)  # the node's check on arrival (prompt fits the model)
+        # the node's check on arrival (prompt fits the model); the control half alone has no model to ask
+        self.check = instruction_check(policy) if policy is not None else None
 
     # ----- inputs ---------------------------------------------------------------------------------
     def _reject(self, what: str, reason: str, t_ns: int) -> None:
@@ -160,6 +218,8 @@ class Replayer:
             self.flush()  # instructions, e-stops and poses change what a held-back chunk would do
         if camera is not None:
             self._on_camera(camera, topic, msgtype, t_ns, raw)
+        elif self.mode == "control" and topic == topics.chunk:
+            self._on_chunk_message(topic, t_ns, raw)
         elif topic == topics.joint_states:
             try:
                 positions = decode_joint_positions(raw, msgtype, self.proprio.joints)
@@ -193,8 +253,14 @@ class Replayer:
 
     def _on_camera(self, index: int, topic: str, msgtype: str, t_ns: int, raw: bytes) -> None:
         """A frame of camera `index` (0 = primary): decoded, its stamp fed to that camera's age gate; a
-        primary frame offers the worker a new observation."""
+        primary frame offers the worker a new observation. Control-only without watch_cameras: counted."""
         record = self.record
+        if self.policy is None and not self.watch_cameras:
+            if index:
+                record.extra_images[topic] += 1
+            else:
+                record.image_count += 1
+            return
         try:
             msg, rgb = decode_image(raw, msgtype, self.decode_min_size)
         except ImageError as exc:
@@ -211,7 +277,7 @@ class Replayer:
             record.image_count += 1
             record.encodings[image_encoding(msg)] += 1
         stamp = image_stamp_ns(msg, t_ns, self.options.stamp_source) / NS_PER_S
-        if self.core.on_image(stamp, camera=self.camera_names[index]):
+        if self.camera_view.on_image(stamp, camera=self.camera_names[index]) and self.policy is not None:
             self.latest[index] = Observation(rgb=rgb, stamp=stamp, pose=self.core.pose)
             if index == 0:  # the primary camera paces inference, as in the node
                 self._offer(t_ns)
@@ -239,7 +305,7 @@ class Replayer:
             return None
         if len(latest) == 1 and not self.proprio.dim:
             return primary
-        if self.core.stale_camera(now) is not None:
+        if self.camera_view.stale_camera(now) is not None:
             self.record.not_ready["stale_camera"] += 1
             return None
         try:
@@ -321,10 +387,13 @@ class Replayer:
         self._fault(call.error)
 
     def _fault(self, reason: str) -> None:
+        """A failed or hung call: in one process the worker's fault holds the arm at once; a split's
+        control half never hears of it (no chunk is sent; counted in summary.json only)."""
         self.record.policy_errors += 1
-        self.last_error = reason
-        self.faulted = True
-        self.core.set_fault(reason)
+        if self.half is None:
+            self.last_error = reason
+            self.faulted = True
+            self.core.set_fault(reason)
 
     def finish_inference(self, t_ns: int) -> None:
         """The pending call returns at t_ns: the chunk goes to the core, or the failure becomes a fault."""
@@ -355,9 +424,53 @@ class Replayer:
             self.faulted = False
             self.core.set_fault(None)
         assert call.chunk is not None
-        accepted = self.core.on_chunk(call.chunk, t_ns / NS_PER_S)
-        call.result = "accepted" if accepted else "rejected: " + self.core.last_error
+        if self.sender is None:
+            accepted = self.core.on_chunk(call.chunk, t_ns / NS_PER_S)
+            call.result = "accepted" if accepted else "rejected: " + self.core.last_error
+        else:
+            call.result = self._send(call.chunk, call.latency_s, t_ns)
+            accepted = call.result == "accepted"
         if accepted:
+            self.record.chunk_delays.append(self.core.chunk_report.delay_last_s)
+
+    # ----- the chunk link (split, control-only) ---------------------------------------------------
+    def _send(self, chunk: ActionChunk, latency_s: float, t_ns: int) -> str:
+        """Split: the chunk as an ActionChunk message into the output bag and, deserialized, into the
+        control half at once; its outcome ('accepted', 'duplicate' or 'rejected: why')."""
+        assert self.sender is not None and self.writer is not None
+        # inference_s is the call's simulated latency on the bag's clock (deterministic), not its wall time
+        envelope = self.sender.envelope(dataclasses.replace(chunk, timings={"inference": latency_s}))
+        raw = encode_chunk(envelope, self.config.control.frame_id)
+        self.writer.write(self.topics.chunk, t_ns, raw)
+        return self._receive(decode_chunk(raw), t_ns)
+
+    def _receive(self, envelope: ChunkEnvelope, t_ns: int) -> str:
+        """The control half receives a chunk at t_ns; its outcome."""
+        assert self.half is not None
+        self.chunks_in_period += 1
+        self.remote_model = envelope.model or self.remote_model
+        self.remote_inference_s = float(sum(envelope.chunk.timings.values()))
+        verdict = self.half.on_chunk(envelope, t_ns / NS_PER_S)
+        return "rejected: " + self.core.last_error if verdict == "rejected" else verdict
+
+    def _on_chunk_message(self, topic: str, t_ns: int, raw: bytes) -> None:
+        """Control-only: a recorded ActionChunk arrives; it is listed in inferences.csv (index = its
+        sequence number, start = finish = arrival, latency = its inference_s)."""
+        try:
+            envelope = decode_chunk(raw)
+        except ValueError as exc:  # the node counts an unplayable message as a rejected chunk
+            self.core.reject_chunk("invalid", f"{exc} (on {topic})")
+            self.last_error = self.core.last_error
+            if self.options.strict:
+                raise ReplayError(f"action chunk on {topic} at t={(t_ns - self.record.t0) / NS_PER_S:.3f} s "
+                                  f"rejected: {exc} (--strict)") from None
+            return
+        chunk = envelope.chunk
+        result = self._receive(envelope, t_ns)
+        self.record.inferences.append(Inference(
+            envelope.sequence, t_ns, t_ns, seconds_to_ns(float(chunk.stamp)), self.remote_inference_s,
+            chunk.instruction, None, ran=True, result=result))
+        if result == "accepted":
             self.record.chunk_delays.append(self.core.chunk_report.delay_last_s)
 
     # ----- the control loop's outputs -------------------------------------------------------------
@@ -375,18 +488,27 @@ class Replayer:
         return row
 
     def status(self, t_ns: int) -> Any:
-        """The VlaStatus at t_ns; the rates are over the status period that ends now."""
+        """The VlaStatus at t_ns; the rates are over the status period that ends now. Split and
+        control-only: the control node's (role control: the policy as its chunks describe it)."""
         self.flush()
         period_s = self.status_ns / NS_PER_S
+        link = self.half.report() if self.half is not None else None
+        if link is None:  # one process: the policy is here
+            assert self.policy is not None
+            backend, latency_s = self.policy.describe(), self.last_latency_s
+            model_rate_hz, errors = self.calls_done_in_period / period_s, self.record.policy_errors
+        else:
+            backend = f"remote: {self.remote_model}" if self.remote_model else "remote policy (no chunk yet)"
+            latency_s, model_rate_hz, errors = self.remote_inference_s, self.chunks_in_period / period_s, 0
         counters = Counters(
-            backend=self.policy.describe(), inference_latency_s=self.last_latency_s,
-            model_rate_hz=self.calls_done_in_period / period_s,
+            backend=backend, inference_latency_s=latency_s, model_rate_hz=model_rate_hz,
             control_rate_hz=self.ticks_in_period / period_s,
             commands_published=self.core.counters["commands"], rejected_inputs=self.record.rejected_inputs,
-            policy_errors=self.record.policy_errors, last_error=self.last_error)
-        self.calls_done_in_period = 0
+            policy_errors=errors, last_error=(link.clock_problem if link else "") or self.last_error)
+        self.calls_done_in_period = self.chunks_in_period = 0
         self.ticks_in_period = 0
-        fields = status_fields(self.core, t_ns / NS_PER_S, counters)
+        fields = status_fields(self.core, t_ns / NS_PER_S, counters, link=link,
+                               role="both" if self.half is None else "control")
         return status_msg(t_ns, self.config.control.frame_id, fields)
 
     # ----- the event loop -------------------------------------------------------------------------
@@ -394,9 +516,12 @@ class Replayer:
         """Process the whole bag; commands and status go to `writer`, the inputs are copied to it."""
         topics, record = self.topics, self.record
         fixed_instruction = self.options.instruction is not None
+        control_only = self.mode == "control"
         types = input_topics(bag, topics, self.config.safety.require_pose, fixed_instruction,
-                             self.proprio.source)
-        add_topics(writer, bag, types, topics)
+                             self.proprio.source, cameras_required=self.watch_cameras or not control_only,
+                             read_chunks=control_only)
+        add_topics(writer, bag, types, topics, chunks=self.mode == "split")
+        self.writer = writer
         messages = bag.messages(list(types))
         nxt = next(messages, None)
         if nxt is None:
@@ -448,17 +573,18 @@ class Replayer:
         if self.pending is not None:
             self.pending.result = self.pending.result or "unfinished at the end of the bag"
         record.t_end = last_msg
-        if record.image_count == 0:
+        if record.image_count == 0 and self.watch_cameras:
             raise ReplayError(f"no camera frame on {topics.camera} could be used")
 
 
-def replay_bag(bag_path: str | Path, out_dir: str | Path, config: NodeConfig, policy: Policy,
+def replay_bag(bag_path: str | Path, out_dir: str | Path, config: NodeConfig, policy: Policy | None,
                options: ReplayOptions | None = None) -> ReplayResult:
-    """Replay `bag_path` into `out_dir` (written under a temporary name, renamed when complete).
+    """Replay `bag_path` into `out_dir` (written under a temporary name, renamed when complete); `policy`
+    None for a control-only replay (options.mode "control").
 
-    Outputs: replay/ (mcap: the input topics, the commands as EndEffectorCommand, VlaStatus),
-    commands.csv, inferences.csv, plot.png, summary.json, and with options.compare compare.txt and
-    compare.json. Raises BagError / ReplayError.
+    Outputs: replay/ (mcap: the input topics, the commands as EndEffectorCommand, VlaStatus; split: the
+    ActionChunk messages), commands.csv, inferences.csv, plot.png, summary.json (split and control-only:
+    with "link"), and with options.compare compare.txt and compare.json. Raises BagError / ReplayError.
     """
     options = options or ReplayOptions()
     out_dir = Path(out_dir)
@@ -468,6 +594,8 @@ def replay_bag(bag_path: str | Path, out_dir: str | Path, config: NodeConfig, po
         progress = Progress(bag.end_ns - bag.start_ns, options.progress)
         custom = {"generator": "vla_ros replay", "source_bag": bag.path.name,
                   "latency_model": options.latency.describe()}
+        if options.mode != "node":
+            custom["mode"] = options.mode
         writer = BagWriter(tmp / BAG_NAME, storage="mcap", custom_data=custom, atomic=False)
         writer.open()
         try:
@@ -479,8 +607,11 @@ def replay_bag(bag_path: str | Path, out_dir: str | Path, config: NodeConfig, po
         writer.close()
         progress.close()
         wall_loop = time.monotonic()
+        described = (policy.describe() if policy is not None
+                     else f"none: action chunks recorded on {replayer.topics.chunk}")
+        link = replayer.half.report() if replayer.half is not None else None
         summary, series, report = write_reports(tmp, out_dir, bag, replayer.record, replayer.topics,
-                                                replayer.core.counters, config, options, policy.describe())
+                                                replayer.core.counters, config, options, described, link)
     wall_end = time.monotonic()
     timings = {"total": wall_end - wall0, "replay_loop": wall_loop - wall0, "outputs": wall_end - wall_loop,
                "policy_calls": replayer.record.policy_wall_s}

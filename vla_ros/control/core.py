@@ -310,6 +310,11 @@ class ControlCore:
                                self._chunk_skipped)
 
     @property
+    def future_tolerance_s(self) -> float:
+        """How far in the future a chunk's stamp may lie [s] (split.clock_tolerance_s)."""
+        return self._future_tolerance_s
+
+    @property
     def max_action_age_s(self) -> float:
         """The safety limit on a chunk's age [s] (safety.max_action_age_s)."""
         return self._limits.max_action_age_s

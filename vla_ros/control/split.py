@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from vla_ros.control.core import ControlCore
 from vla_ros.control.link import ChunkLink, LinkReport
-from vla_ros.core.types import ActionChunk
+from vla_ros.core.types import ACTION_DIM, ActionChunk, validate_chunk
 
 PERIOD_TOLERANCE_S = 1e-9  # action periods closer than this are the same
+INFERENCE_TIMING = "inference"  # the timings key a received chunk's inference time arrives under
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,29 @@ class ChunkEnvelope:
     action_period_s: float
     model: str = ""
     family: str = ""
+
+
+def envelope_from_message(msg: Any, stamp: float) -> ChunkEnvelope:
+    """The chunk an ActionChunk message carries (rclpy's or rosbags', the same fields; `stamp`: its header
+    stamp in seconds); ValueError naming the field when it cannot be played."""
+    if msg.action_dim != ACTION_DIM:
+        raise ValueError(f"action chunk: action_dim is {msg.action_dim}, the control half drives "
+                         f"{ACTION_DIM}")
+    if msg.chunk_length < 1:
+        raise ValueError("action chunk: chunk_length must be at least 1")
+    values = np.asarray(msg.actions, dtype=np.float64)
+    if values.size != msg.chunk_length * msg.action_dim:
+        raise ValueError(f"action chunk: {values.size} action values, chunk_length x action_dim = "
+                         f"{msg.chunk_length} x {msg.action_dim}")
+    if not (math.isfinite(msg.action_period_s) and msg.action_period_s > 0.0):
+        raise ValueError("action chunk: action_period_s must be a positive number, got "
+                         f"{msg.action_period_s}")
+    chunk = ActionChunk(actions=values.reshape(msg.chunk_length, msg.action_dim), stamp=stamp,
+                        instruction=msg.instruction, timings={INFERENCE_TIMING: float(msg.inference_s)})
+    problem = validate_chunk(chunk)
+    if problem is not None:
+        raise ValueError(f"action chunk: {problem}")
+    return ChunkEnvelope(chunk, int(msg.sequence), float(msg.action_period_s), msg.model, msg.family)
 
 
 class ChunkSender:
@@ -50,12 +77,12 @@ class ControlHalf:
     def __init__(self, core: ControlCore, action_period_s: float, watch_cameras: bool = True,
                  link: ChunkLink | None = None) -> None:
         """`watch_cameras`: the caller feeds core.on_image from camera messages; False: each accepted
-        chunk's stamp stands for every camera's newest image. `link` default: ChunkLink with the
-        core's max action age as the 'steadily late' threshold."""
+        chunk's stamp stands for every camera's newest image. `link` default: ChunkLink with the core's
+        future tolerance and its max action age as the 'steadily late' threshold."""
         self.core = core
         self.action_period_s = float(action_period_s)
         self.watch_cameras = bool(watch_cameras)
-        self.link = link if link is not None else ChunkLink(late_after_s=core.max_action_age_s)
+        self.link = link if link is not None else ChunkLink(core.future_tolerance_s, core.max_action_age_s)
 
     def on_chunk(self, envelope: ChunkEnvelope, now: float) -> str:
         """Receive one chunk at `now`: 'accepted', 'duplicate' (dropped, counted by the link) or

@@ -8,12 +8,9 @@ ValueError naming the field (the control half counts it as a rejected chunk, nev
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from vla_ros.control.split import ChunkEnvelope
-from vla_ros.core.types import ACTION_DIM, ActionChunk, validate_chunk
+from vla_ros.control.split import ChunkEnvelope, envelope_from_message
 from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.ros.conversions import seconds_to_time, time_to_seconds
 
@@ -37,22 +34,4 @@ def chunk_to_msg(envelope: ChunkEnvelope, frame_id: str) -> ActionChunkMsg:
 
 def chunk_from_msg(msg: ActionChunkMsg) -> ChunkEnvelope:
     """The chunk a message carries; ValueError naming the field when it cannot be played."""
-    if msg.action_dim != ACTION_DIM:
-        raise ValueError(f"action chunk: action_dim is {msg.action_dim}, the control half drives "
-                         f"{ACTION_DIM}")
-    if msg.chunk_length < 1:
-        raise ValueError("action chunk: chunk_length must be at least 1")
-    values = np.asarray(msg.actions, dtype=np.float64)
-    if values.size != msg.chunk_length * msg.action_dim:
-        raise ValueError(f"action chunk: {values.size} action values, chunk_length x action_dim = "
-                         f"{msg.chunk_length} x {msg.action_dim}")
-    if not (math.isfinite(msg.action_period_s) and msg.action_period_s > 0.0):
-        raise ValueError(f"action chunk: action_period_s must be a positive number, got "
-                         f"{msg.action_period_s}")
-    chunk = ActionChunk(actions=values.reshape(msg.chunk_length, msg.action_dim),
-                        stamp=time_to_seconds(msg.header.stamp), instruction=msg.instruction,
-                        timings={"inference": float(msg.inference_s)})
-    problem = validate_chunk(chunk)
-    if problem is not None:
-        raise ValueError(f"action chunk: {problem}")
-    return ChunkEnvelope(chunk, int(msg.sequence), float(msg.action_period_s), msg.model, msg.family)
+    return envelope_from_message(msg, time_to_seconds(msg.header.stamp))

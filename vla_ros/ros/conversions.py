@@ -24,6 +24,7 @@ from vla_ros.core.images import (
 )
 from vla_ros.core.inputs import pose_from_fields
 from vla_ros.core.proprio import axis_angle_from_quat as rotvec_from_quat  # also the name tests use
+from vla_ros.core.stamps import NS_PER_S, ns_to_seconds, seconds_to_ns
 from vla_ros.core.types import Pose
 from vla_ros.msg import EndEffectorCommand
 
@@ -38,13 +39,13 @@ def seconds_to_time(seconds: float) -> Time:
     """builtin_interfaces/Time from seconds (non-finite or negative -> zero time)."""
     if not math.isfinite(seconds) or seconds <= 0.0:
         return Time()
-    ns = int(round(seconds * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    ns = seconds_to_ns(seconds)  # exact: time_to_seconds gives the same float back
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
 
 
 def time_to_seconds(stamp: Time) -> float:
-    """Seconds from builtin_interfaces/Time."""
-    return stamp.sec + stamp.nanosec * 1e-9
+    """Seconds from builtin_interfaces/Time, correctly rounded."""
+    return ns_to_seconds(stamp.sec * NS_PER_S + stamp.nanosec)
 
 
 # ----- camera ------------------------------------------------------------------------------------
