@@ -13,6 +13,8 @@ import sys
 VERBS: dict[str, tuple[str, str]] = {
     "node": ("vla_ros.ros.node_main", "run vla_node without ros2 launch (--config FILE)"),
     "bench-control": ("vla_ros.ros.bench_control", "control-loop timing over real DDS"),
+    "bench-split": ("vla_ros.ros.bench_split",
+                    "split deployment over a faulty link: control timing, HOLD on loss"),
     "soak": ("vla_ros.ros.soak", "long-running load test of vla_node: camera flood, bad inputs, CPU hogs"),
     "demo": ("vla_ros.ros.demo", "closed-loop demo: simulator + vla_node over ROS topics"),
     "sim": ("vla_ros.ros.sim_node", "tabletop simulator node (camera, pose, commands, reset)"),
