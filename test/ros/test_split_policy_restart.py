@@ -1,6 +1,8 @@
-"""A restarted policy half picks up the instruction a transient-local publisher holds (real DDS)."""
+"""A policy half that starts after the instruction was sent gets it from the control half (real DDS)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -8,28 +10,27 @@ rclpy = pytest.importorskip("rclpy")
 
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
 from vla_harness import NodeHarness, wait_for  # noqa: E402
 from vla_ros.msg import ActionChunk as ActionChunkMsg  # noqa: E402
 
 from vla_ros.ros.node import VlaNode  # noqa: E402
-from vla_ros.ros.qos import chunk_qos, latched_qos, reliable_qos  # noqa: E402
+from vla_ros.ros.qos import chunk_qos  # noqa: E402
 from vla_ros.runtime.synthetic import SyntheticPolicy  # noqa: E402
 
 FAST = {"control.control_rate_hz": 50.0, "execution.inference_process": False,
         "execution.control_priority": 0}
 
 
-@pytest.mark.parametrize("durability", ["transient_local", "volatile"])
-def test_policy_node_started_after_the_instruction_uses_it_only_when_it_was_held(durability):
-    h = NodeHarness(None, {**FAST, "split.role": "control"})  # the control half + probe (camera, chunks)
+@pytest.mark.parametrize("same_chunk_topic", [True, False])
+def test_policy_node_started_after_the_instruction_gets_it_from_the_control_half(same_chunk_topic):
+    chunk_topic = "vla/action_chunk" if same_chunk_topic else "other/action_chunk"  # other: not its half
+    h = NodeHarness(None, {**FAST, "split.role": "control", "split.chunk_topic": chunk_topic})
     policy_node = None
     try:
-        qos = latched_qos() if durability == "transient_local" else reliable_qos()
-        teleop = h.probe.create_publisher(String, "vla/instruction", qos)
         chunks: list = []
         h.probe.create_subscription(ActionChunkMsg, "vla/action_chunk", chunks.append, chunk_qos())
-        teleop.publish(String(data="stack the cups"))  # before the policy node exists
+        h.say("stack the cups")  # a volatile teleop message, before the policy node exists
+        assert wait_for(lambda: h.node.core.instruction == "stack the cups", 3.0)
         params = [Parameter(k, value=v) for k, v in {**FAST, "split.role": "policy"}.items()]
         policy_node = VlaNode(SyntheticPolicy(latency_s=0.01), node_name="vla_policy_node",
                               namespace=h.namespace, context=h.context, parameter_overrides=params)
@@ -37,11 +38,13 @@ def test_policy_node_started_after_the_instruction_uses_it_only_when_it_was_held
         assert policy_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         h._spin(policy_node)
         h.start_camera(30)
-        got = wait_for(lambda: chunks, 3.0)
-        if durability == "transient_local":
-            assert got and chunks[0].instruction == "stack the cups" and chunks[0].sequence == 0
-        else:  # a volatile publisher holds nothing: no instruction, no chunk
-            assert not got and policy_node.core.instruction == ""
+        if same_chunk_topic:
+            assert wait_for(lambda: chunks, 3.0), "the new policy node never got the instruction"
+            assert chunks[0].instruction == "stack the cups" and chunks[0].sequence == 0
+        else:  # nothing holds the instruction: the new policy node waits for the next one
+            assert wait_for(lambda: policy_node.camera_sub.stats().publishers > 0, 3.0)
+            time.sleep(1.0)
+            assert policy_node.core.instruction == ""
     finally:
         h.stop_camera()
         if policy_node is not None:

@@ -4,7 +4,8 @@ policy killed and restarted.
     vla-ros bench-split --rate 50 --latency-ms 100 --jitter-ms 30 --loss 0.1 --seconds 20 --kill-policy-at 10
 
 Setup, each in a process of its own, over Fast DDS on localhost in a private ROS domain and namespace (as
-`vla-ros bench-control`; FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless set):
+`vla-ros bench-control`; FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless set; every process with the Fast DDS
+profile config/fastdds_split.xml, which announces participants every 0.25 s, unless --dds-profile says else):
 - policy node (split.role policy, default execution settings unless --policy-inference thread): the
   synthetic test policy, `--policy-latency-ms` of idle work per call, chunks of 8 actions of 0.05 s (0.4 s,
   OpenVLA-OFT-like), published on vla/action_chunk_policy; it starts the next inference once
@@ -15,8 +16,8 @@ Setup, each in a process of its own, over Fast DDS on localhost in a private ROS
   control.control_rate_hz = --rate, control.action_period_s 0.05, chunks played from their observation
   stamps (chunk_alignment auto), crossfade at switches; it records its tick times;
 - camera (640x480 rgb8, 30 Hz) + instruction (once a second, volatile) publisher and command recorder
-  (ros/loadgen.py); this process subscribes to the control node's ~/status and also publishes the
-  instruction once, transient local, as the README advises for a policy that may restart.
+  (ros/loadgen.py); this process subscribes to the control node's ~/status. A restarted policy node gets
+  the instruction from the control node (held transient local), not from the once-a-second publisher.
 The measured window starts `--warmup` s after the control node reports its first chunk. At `--kill-policy-at`
 s into it the policy's process group gets SIGKILL; `--restart-after` s later it is started again.
 
@@ -27,8 +28,9 @@ counters), the relay's counts, the time from the kill to the HOLD that lasts (ne
 safety.max_action_age_s), and from the policy process's start and restart to its node being active, its
 first instruction and camera frame, its discovery of the relay's reader, its first chunk at the relay and
 the first moving command. On one 2-core machine the restart took 0.5 s (policy in a thread) or 1.2-1.7 s (in
-a child process) to an active node, then 0 to 2.5 s of DDS discovery before camera frames and the relay
-reached it, then 0.1 s from the first chunk to motion.
+a child process) to an active node, then, with Fast DDS's default announcements (--dds-profile none), 0 to
+2.5 s of discovery before camera frames and the relay reached it (about 0.1 s with the shipped profile), then
+0.1 s from the first chunk to motion.
 """
 
 from __future__ import annotations
@@ -53,17 +55,17 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from std_msgs.msg import String
 
 from vla_ros.control.netem import LinkFaults
 from vla_ros.core.config import ExecutionConfig
+from vla_ros.core.files import find_shared
 from vla_ros.core.limits import SafetyLimits
 from vla_ros.msg import VlaStatus
 from vla_ros.ros.control_timer import realtime_refusal
-from vla_ros.ros.loadgen import INSTRUCTION, helper_command, period_stats, ros_environment, use_environment
+from vla_ros.ros.loadgen import helper_command, period_stats, ros_environment, use_environment
 from vla_ros.ros.node import VlaNode
 from vla_ros.ros.node_main import DEFAULT_SWITCH_INTERVAL_S, ROLE_NAMES
-from vla_ros.ros.qos import latched_qos, reliable_qos
+from vla_ros.ros.qos import reliable_qos
 from vla_ros.ros.relay import add_fault_arguments, faults_from_arguments
 from vla_ros.runtime.synthetic import SyntheticPolicy
 
@@ -73,6 +75,8 @@ CAMERA = ("640x480", 30.0)  # size, rate [Hz] of the rgb8 camera
 CHUNK_LEN = 8  # actions per chunk
 ACTION_PERIOD_S = 0.05  # time one action spans [s]
 POLICY_TOPIC = "vla/action_chunk_policy"  # the policy publishes here, the relay forwards to split.chunk_topic
+SPLIT_PROFILE = "fastdds_split.xml"  # config/: fast re-discovery of a restarted policy
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Kilted, Humble
 STATUS_GRACE_S = 3.0  # how long to wait for a VlaStatus published after the window
 
 
@@ -92,7 +96,6 @@ class SplitSettings:
     domain_id: int = 150 + os.getpid() % 80
     policy_process: bool = True  # the policy node's execution.inference_process (its default)
     policy_nice: int = 0  # niceness of the policy's processes (they stand in for another computer)
-    latched_instruction: bool = True  # also publish the instruction once, transient local
 
 
 def node_parameters(role: str, rate_hz: float, policy_latency_s: float,
@@ -272,6 +275,21 @@ def _wait_until(predicate, deadline: float) -> bool:
     return True
 
 
+def dds_profile(given: str) -> str | None:
+    """Put the Fast DDS profile of the run in this process's environment (the helpers inherit it) and
+    return it ('' = Fast DDS's defaults); None when the file does not exist."""
+    if given == "none":
+        return ""
+    if not given and os.environ.get(PROFILE_VARIABLES[0]):
+        return os.environ[PROFILE_VARIABLES[0]]
+    path = Path(given) if given else find_shared("config", SPLIT_PROFILE)
+    if path is None or not path.is_file():
+        return None
+    for name in PROFILE_VARIABLES:
+        os.environ[name] = str(path.resolve())
+    return str(path.resolve())
+
+
 # ----- one run -------------------------------------------------------------------------------------
 def run_split(s: SplitSettings) -> dict:
     """Start everything, kill and restart the policy, collect the figures (see `summarize`)."""
@@ -298,10 +316,6 @@ def run_split(s: SplitSettings) -> dict:
     events: dict[str, float] = {}
     try:
         watch = StatusWatch(node, f"{namespace}/{ROLE_NAMES['control']}/status")
-        if s.latched_instruction:  # as `ros2 topic pub --qos-durability transient_local`: a restarted
-            # policy node gets it as soon as it is discovered (README, "Policy on another computer")
-            latched = node.create_publisher(String, "vla/instruction", latched_qos())
-            latched.publish(String(data=INSTRUCTION))
         executor.add_node(node)
         spin.start()
         start(helper_command("recorder", namespace, total + 1.0, stop_file, "--out", str(files["arrivals"]),
@@ -444,7 +458,7 @@ def summarize(s: SplitSettings, events: dict[str, float], status: VlaStatus | No
                      "restart_after_s": s.restart_after_s, "policy_latency_s": s.policy_latency_s,
                      "chunk_len": CHUNK_LEN, "action_period_s": ACTION_PERIOD_S, "seed": s.seed,
                      "policy_inference": "process" if s.policy_process else "thread",
-                     "policy_nice": s.policy_nice, "latched_instruction": s.latched_instruction,
+                     "policy_nice": s.policy_nice,
                      "camera": f"{s.camera_size} rgb8 {CAMERA[1]:g} Hz", "link": asdict(s.faults)},
         "timer": period_stats(ticks, period),
         "received": period_stats(times, period),
@@ -538,17 +552,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy-nice", type=int, default=0,
                    help="niceness of the policy node's processes, which stand in for another computer "
                         "(default 0)")
-    p.add_argument("--volatile-instruction-only", action="store_true",
-                   help="do not also publish the instruction transient local (a restarted policy then "
-                        "waits for the next one of the once-a-second publisher)")
     p.add_argument("--warmup", type=float, default=1.0,
                    help="seconds between the control node's first chunk and the measured time (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the link's faults (default 0)")
     p.add_argument("--camera-size", default=CAMERA[0], help=f"camera frame size WxH (default {CAMERA[0]})")
     p.add_argument("--domain-id", type=int, default=150 + os.getpid() % 80,
                    help="ROS domain of the bench (default: a private one)")
+    p.add_argument("--dds-profile", default="",
+                   help="Fast DDS XML profile for every process (default: config/fastdds_split.xml, fast "
+                        "re-discovery of a restarted policy; 'none': Fast DDS's defaults; an already set "
+                        "FASTDDS_DEFAULT_PROFILES_FILE wins over the default)")
     p.add_argument("--json", default="", help="write the figures to this JSON file")
     a = p.parse_args(argv)
+    profile = dds_profile(a.dds_profile)
+    if profile is None:
+        print(f"vla-ros bench-split: no Fast DDS profile {a.dds_profile or SPLIT_PROFILE!r}", file=sys.stderr)
+        return 2
     try:
         faults = faults_from_arguments(a)
     except ValueError as exc:
@@ -564,8 +583,7 @@ def main(argv: list[str] | None = None) -> int:
                              restart_after_s=a.restart_after, faults=faults,
                              policy_latency_s=a.policy_latency_ms * 1e-3, seed=a.seed, warmup_s=a.warmup,
                              camera_size=a.camera_size, domain_id=a.domain_id,
-                             policy_process=a.policy_inference == "process", policy_nice=a.policy_nice,
-                             latched_instruction=not a.volatile_instruction_only)
+                             policy_process=a.policy_inference == "process", policy_nice=a.policy_nice)
     print(f"[bench-split] {a.seconds:g} s at {a.rate:g} Hz over {faults} ...", flush=True)
     try:
         result = run_split(settings)
@@ -580,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         "control_priority": priority, "control_realtime": priority > 0 and refused is None,
         "realtime_refused": refused or "",
         "fastdds_builtin_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", ""),
+        "fastdds_profile": profile,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
     }

@@ -15,6 +15,12 @@ from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.ros.conversions import seconds_to_time, time_to_seconds
 
 
+def held_instruction_topic(chunk_topic: str) -> str:
+    """Where the control half holds the instruction in force (std_msgs/String, transient local) for a
+    policy half that (re)starts after it was sent: `<split.chunk_topic>/instruction`."""
+    return chunk_topic.rstrip("/") + "/instruction"
+
+
 def chunk_to_msg(envelope: ChunkEnvelope, frame_id: str) -> ActionChunkMsg:
     """The message of a chunk (header stamp = the observation's stamp; actions row-major)."""
     chunk = envelope.chunk

@@ -63,7 +63,7 @@ from vla_ros.core.types import ActionChunk, Instruction, InstructionCheck, Polic
 from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.msg import VlaStatus
 from vla_ros.ros.camera import CameraSubscription
-from vla_ros.ros.chunk_msg import chunk_from_msg, chunk_to_msg
+from vla_ros.ros.chunk_msg import chunk_from_msg, chunk_to_msg, held_instruction_topic
 from vla_ros.ros.control_timer import ControlTimer
 from vla_ros.ros.conversions import (
     OUTPUT_TYPES,
@@ -77,6 +77,9 @@ from vla_ros.runtime.factory import start_worker
 from vla_ros.runtime.worker import InferenceWorker
 
 CAMERA_TYPES = {"raw": Image, "compressed": CompressedImage}  # message type per camera transport
+# Role control publishes the instruction in force this often (and on change): transient local alone can
+# leave a restarted policy half waiting for a writer heartbeat (3 s).
+HELD_INSTRUCTION_PERIOD_S = 0.2
 
 
 class VlaNode(InputHandling, StatusReporting, LifecycleNode):
@@ -136,6 +139,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self._sender: ChunkSender | None = None  # roles both and policy: numbers the chunks published
         self._half: ControlHalf | None = None  # role control: the chunks received
         self._chunk_pub = None
+        self._held_instruction_pub = None  # role control: the instruction in force, transient local
         self._remote_inference_s = 0.0  # role control: inference time of the last chunk received
         self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
         self._control: ControlTimer | None = None
@@ -292,21 +296,28 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
                             for index, cam in enumerate(self._cameras)] if watch else []
         self.camera_sub = self.camera_subs[0] if self.camera_subs else None
         subs.append(self.create_subscription(String, topics.instruction, self._on_instruction, rel, raw=True))
-        if role == "policy":  # a restarted policy half gets the instruction a transient-local publisher holds
-            subs.append(self.create_subscription(String, topics.instruction, self._on_held_instruction,
-                                                 latched_qos(), raw=True))
+        # The control half holds the instruction in force for a policy half that (re)starts later.
+        held_topic = held_instruction_topic(cfg.split.chunk_topic)
+        plain = [self._status_pub, self._diag_pub]  # publishers that are not lifecycle publishers
+        timers = [self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)]
+        if role == "control":
+            self._held_instruction_pub = self.create_publisher(String, held_topic, latched_qos())
+            plain.append(self._held_instruction_pub)
+            timers.append(self.create_timer(HELD_INSTRUCTION_PERIOD_S, self._publish_held_instruction))
+        if role == "policy":
+            subs.append(self.create_subscription(String, held_topic, self._on_held_instruction, latched_qos(),
+                                                 raw=True))
         if topics.pose:
             subs.append(self.create_subscription(PoseStamped, topics.pose, self._on_pose, rel))
         if self._proprio_spec.joints and role != "control":  # best effort: matches either joint publisher
             subs.append(self.create_subscription(JointState, topics.joint_states, self._on_joint_states,
                                                  qos_profile_sensor_data))
-        status_timer = self.create_timer(1.0 / cfg.control.status_rate_hz, self._on_status)
         self._entities = ([(self.destroy_lifecycle_publisher, p) for p in publishers]
-                          + [(self.destroy_publisher, p) for p in (self._status_pub, self._diag_pub)]
+                          + [(self.destroy_publisher, p) for p in plain]
                           + [(CameraSubscription.destroy, c) for c in self.camera_subs]
                           + [(self.destroy_subscription, s) for s in subs]
                           + [(self.destroy_service, s) for s in services]
-                          + [(self.destroy_timer, status_timer)])
+                          + [(self.destroy_timer, t) for t in timers])
 
     def _halt(self) -> None:
         self._active = False
@@ -330,7 +341,7 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
             destroy(entity)
         self._entities = []
         self.worker, self.policy, self.core, self._joints = None, None, None, None
-        self._sender, self._half, self._chunk_pub = None, None, None
+        self._sender, self._half, self._chunk_pub, self._held_instruction_pub = None, None, None, None
         self.camera_sub, self.camera_subs, self._frames = None, [], []
         self._instruction = Instruction("", 0.0)
         self._instruction_seen = False
@@ -422,6 +433,11 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
             core.on_chunk(chunk, self._now())
         if sender is not None and pub is not None and self._active:
             pub.publish(chunk_to_msg(sender.envelope(chunk), self.config.control.frame_id))
+
+    def _publish_held_instruction(self) -> None:  # role control
+        pub, core = self._held_instruction_pub, self.core
+        if pub is not None and core is not None:
+            pub.publish(String(data=core.instruction))
 
     def _on_chunk_msg(self, msg: ActionChunkMsg) -> None:  # role control
         """A chunk from the policy half: checked, through the link monitor, into the control core."""

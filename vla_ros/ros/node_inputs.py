@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 
 from vla_ros.control.core import ControlCore
 from vla_ros.core.cameras import CameraSettings
@@ -78,8 +78,8 @@ class InputHandling:
         return MultiFrame(tuple(frames), tuple(c.topic for c in self._cameras), proprio)
 
     def _on_held_instruction(self, raw: bytes) -> None:
-        """Role policy: the instruction a transient-local publisher held when this node started; used
-        only before any other (live ones arrive on both subscriptions)."""
+        """Role policy: the instruction in force that the control half holds (transient local) when this
+        node starts; used only until a live one arrives."""
         if not self._instruction_seen:
             self._on_instruction(raw)
 
@@ -101,6 +101,9 @@ class InputHandling:
         if core is None or not core.on_instruction(text, now):
             return
         self._instruction = Instruction(text, now)
+        held = self._held_instruction_pub
+        if held is not None:  # role control: for a policy half that (re)starts later
+            held.publish(String(data=text))
         if usable:
             self._log_instruction(text)
         if not text:

@@ -7,8 +7,9 @@
   wire is repaired when the network allows (a late one is rejected by its age on the control half);
   keep last 4: a burst after a stall does not queue old chunks (newer ones supersede them); volatile: a
   control half that (re)starts never gets old chunks replayed.
-- Instruction in role policy: a second subscription, reliable + transient local (keep last 1), which
-  matches only transient-local publishers and hands a restarted policy node the instruction they hold.
+- Held instruction (`<split.chunk_topic>/instruction`): reliable, transient local, keep last 1; the
+  control half publishes the instruction in force there on every change and every 0.2 s, and a
+  policy half that (re)starts gets it (transient local alone can wait for a 3 s heartbeat).
 - Commands, instruction, e-stop, pose, status, diagnostics: reliable, volatile, keep last 10.
   Volatile subscriptions match both volatile and transient-local publishers.
 """
