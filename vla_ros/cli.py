@@ -25,6 +25,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("vla_ros.runtime.export", "export a checkpoint to ONNX graphs"),
     "build-engine": ("vla_ros.runtime.trt_build", "build TensorRT engines from exported graphs"),
     "bench": ("vla_ros.runtime.bench", "per-stage latency of the backends side by side"),
+    "quant-accuracy": ("vla_ros.sim.observations:quant_accuracy",
+                       "actions of quantized graphs against full precision: tokens, action error, "
+                       "closed loop"),
     "bench-chunks": ("vla_ros.control.bench_chunks:main", "command jumps at chunk switches, per chunk rule"),
     "replay": ("vla_ros.bag.replay", "deterministic offline replay of a rosbag"),
     "play": ("vla_ros.ros.bag_play", "publish a rosbag into a running ROS graph"),

@@ -8,6 +8,7 @@ logits + per-layer K/V) and decode (one token + past K/V -> logits + K/V one lon
 cameras; with FiLM a second input `condition` [cameras, D]), embed, proprio (when the checkpoint has
 proprio) and actions (the whole OFT sequence -> the chunk: one bidirectional LLM pass, the shifted slot
 slice and the head; no K/V cache, dynamic sequence length); the settings file is copied next to them.
+`--quantize int8|int4|w8a8` then quantizes the LLM Linears of the LLM graphs (`vla_ros.runtime.quantize`).
 fp16 graphs compute every Softmax and LayerNormalization in fp32 (Cast islands); the LLM's
 RMSNorm already upcasts in the model. `manifest.json` records inputs/outputs (shape, dtype), the
 TensorRT optimization profiles, opset, checkpoint hash, settings and tool versions.
@@ -43,7 +44,27 @@ from vla_ros.model.stages import (
     action_stage,
     kv_names,
 )
-from vla_ros.runtime.graph_dir import AR_GRAPHS, FORMAT, MANIFEST, OFT_GRAPHS, family_graphs, sha256_files
+from vla_ros.runtime.graph_dir import (
+    AR_GRAPHS,
+    FORMAT,
+    MANIFEST,
+    OFT_GRAPHS,
+    family_graphs,
+    graph_files,
+    sha256_files,
+)
+from vla_ros.runtime.quantize import (
+    DEFAULT_BLOCK_SIZE,
+    LLM_GRAPHS,
+    MODES,
+    TARGETS,
+    QuantizeError,
+    check_options,
+    quant_key,
+    quantization_options,
+    quantize_graph_dir,
+    summarize,
+)
 
 FORMAT_VERSION = 1
 ALL_GRAPHS = tuple(dict.fromkeys(AR_GRAPHS + OFT_GRAPHS))
@@ -66,16 +87,6 @@ def checkpoint_files(checkpoint: Path) -> list[Path]:
              "tokenizer_config.json", "added_tokens.json", "dataset_statistics.json", SETTINGS_FILE]
     files = [checkpoint / n for n in names if (checkpoint / n).is_file()]
     return files + sorted(checkpoint.glob("*.safetensors"))
-
-
-def graph_files(onnx_path: Path) -> list[Path]:
-    """An ONNX file and its external-data file(s) (`<name>.data` as torch writes it)."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    locations = set()
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            locations.update(e.value for e in init.external_data if e.key == "location")
-    return [onnx_path] + [onnx_path.parent / loc for loc in sorted(locations)]
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -296,7 +307,9 @@ def _graphs_to_keep(path: Path, manifest: dict[str, Any], exporting: Sequence[st
     if not same or not isinstance(old.get("graphs"), dict):
         return {}
     wanted = family_graphs(VlaSettings.from_json(manifest["settings"]))
-    return {name: entry for name, entry in old["graphs"].items() if name in wanted and name not in exporting}
+    same_quantization = quant_key(old.get("quantization")) == quant_key(manifest.get("quantization"))
+    return {name: entry for name, entry in old["graphs"].items() if name in wanted and name not in exporting
+            and (same_quantization or name not in LLM_GRAPHS)}  # towers etc. are never quantized
 
 
 def _copy_settings(checkpoint: Path, out: Path) -> None:
@@ -311,14 +324,21 @@ def _copy_settings(checkpoint: Path, out: Path) -> None:
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
                       opset: int = MAX_OPSET, graphs: Sequence[str] | None = None,
                       max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, log: Log = print,
-                      loaded: Any = None) -> dict[str, Any]:
+                      loaded: Any = None, quantize: str = "none", block_size: int = DEFAULT_BLOCK_SIZE,
+                      target: str = "onnxruntime", calibration: Any = None) -> dict[str, Any]:
     """Export the stages of a checkpoint to `out_dir`; returns the manifest (also written as JSON).
 
     `graphs`: a subset of the family's graphs (None = all of them). `loaded` (a LoadedVla of the same
-    checkpoint, in `dtype`, on the CPU) skips loading it again.
+    checkpoint, in `dtype`, on the CPU) skips loading it again. `quantize` (int8 | int4 | w8a8, with
+    `block_size`, `target` and for w8a8 `calibration`) then quantizes the LLM graphs' Linears
+    (`vla_ros.runtime.quantize.quantize_graph_dir`).
     """
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"--dtype must be fp32 or fp16, got {dtype!r}")
+    try:
+        check_options(quantize, block_size, target, calibration)
+    except QuantizeError as exc:
+        raise ExportError(str(exc)) from exc
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (TensorRT 10.x parses up to 20)")
     unknown = set(graphs or ()) - set(ALL_GRAPHS)
@@ -347,6 +367,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     make_specs = _oft_specs if settings.parallel else _ar_specs
     specs = make_specs(model, cfg, max_text, float_dtype)
     manifest = _manifest(checkpoint, loaded, dtype, opset, max_text)
+    options = quantization_options(quantize, block_size, target)
+    manifest["quantization"] = options
     log("hashing checkpoint files")
     manifest["checkpoint_sha256"] = sha256_files(checkpoint_files(checkpoint))
     manifest["graphs"] = _graphs_to_keep(out / MANIFEST, manifest, graphs)
@@ -357,7 +379,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
                     else _ar_profiles(name, core, cfg.num_patches, cfg.llm_hidden, max_text))
         manifest["graphs"][name]["profiles"] = profiles
     _copy_settings(checkpoint, out)
+    manifest["quantization"] = summarize(manifest, options)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if quantize != "none":
+        try:
+            manifest["quantization"] = quantize_graph_dir(out, quantize, block_size, target, log, calibration,
+                                                          loaded=loaded)
+        except QuantizeError as exc:
+            raise ExportError(f"quantizing failed: {exc}") from exc
+        manifest = json.loads((out / MANIFEST).read_text())
     log(f"wrote {out / MANIFEST} ({time.monotonic() - t_all:.1f} s in all)")
     return manifest
 
@@ -417,10 +447,23 @@ def main(argv: list[str]) -> int:
                          + ",".join(AR_GRAPHS) + "; OpenVLA-OFT: " + ",".join(OFT_GRAPHS) + ")")
     ap.add_argument("--max-text-tokens", type=int, default=DEFAULT_MAX_TEXT_TOKENS,
                     help="longest prompt in tokens that the TensorRT profiles cover")
+    ap.add_argument("--quantize", choices=MODES, default="none",
+                    help="quantize the LLM Linears of the LLM graphs: int8 / int4 weight-only (per block), "
+                         "w8a8 (SmoothQuant, needs --calibration); towers, heads, embeddings, norms stay "
+                         "float")
+    ap.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                    help="weights per quantization block along K (power of 2 >= 16; smaller when K is)")
+    ap.add_argument("--target", choices=TARGETS, default="onnxruntime",
+                    help="who runs the graphs: onnxruntime (MatMulNBits) or tensorrt (QDQ, symmetric)")
+    ap.add_argument("--calibration", default=None,
+                    help="w8a8: observations to calibrate on: a directory of images (png/jpg) with "
+                         "instructions.txt, or a .npz (images, instructions, optional proprio)")
     args = ap.parse_args(argv)
     try:
         export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.opset,
-                          [g for g in args.graphs.split(",") if g] or None, args.max_text_tokens)
+                          [g for g in args.graphs.split(",") if g] or None, args.max_text_tokens,
+                          quantize=args.quantize, block_size=args.block_size, target=args.target,
+                          calibration=args.calibration)
     except (ExportError, CheckpointError) as exc:
         print(f"vla-ros export: {exc}", file=sys.stderr)
         return 1

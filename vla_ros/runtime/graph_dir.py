@@ -50,6 +50,18 @@ def sha256_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+def graph_files(onnx_path: Path) -> list[Path]:
+    """An ONNX file and its external-data file(s) (`<name>.data` as torch writes it)."""
+    import onnx  # lazy: only exporting and quantizing read graphs here
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    locations = set()
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in init.external_data if e.key == "location")
+    return [onnx_path] + [onnx_path.parent / loc for loc in sorted(locations)]
+
+
 class GraphDirError(RuntimeError):
     """The export directory is missing, incomplete, or from another checkpoint."""
 

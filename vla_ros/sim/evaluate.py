@@ -4,6 +4,8 @@
 same ControlCore as vla_node on sim time (vla_ros.sim.harness) and prints the success rate per task
 kind. `--latency-ms N --jitter-ms N --loss P ...` put the policy behind a split deployment's link;
 `--compare-split` runs the same seeds single-process and split (vla_ros.sim.split_eval).
+`--backend onnxruntime|tensorrt --engine-dir DIR` runs exported (e.g. quantized) graphs or engines of the
+checkpoint; the backend refuses a directory exported from another checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vla_ros.core.files import write_json
 from vla_ros.core.schema import ConfigError
 from vla_ros.core.types import Policy
 from vla_ros.runtime.factory import make_policy
+from vla_ros.runtime.graph_dir import read_manifest
 from vla_ros.sim.expert_policy import ExpertPolicy, NoisyExpertPolicy
 from vla_ros.sim.harness import DEFAULT_MAX_ACTIONS, EpisodeResult, SimHarness, SplitLink, episode_plan
 from vla_ros.sim.split_eval import (
@@ -72,15 +75,23 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def load_model_policy(checkpoint: str = "", backend: str = "", config: NodeConfig | None = None) -> Policy:
+def load_model_policy(checkpoint: str = "", backend: str = "", config: NodeConfig | None = None,
+                      engine_dir: str = "") -> Policy:
     """The VLA Policy through the node's own factory (empty checkpoint: the embedded demo model).
 
-    `config`'s policy section (dtype, unnorm_key, gripper options, ...) applies; `checkpoint` and
-    `backend`, when given, override it.
+    `config`'s policy section (dtype, unnorm_key, gripper options, ...) applies; `checkpoint`,
+    `backend` and `engine_dir` (exported graphs or engines; policy.dtype becomes theirs), when given,
+    override it.
     """
-    policy_cfg = (config or NodeConfig()).policy
-    changes = {k: v for k, v in (("checkpoint", checkpoint), ("backend", backend)) if v}
-    return make_policy(dataclasses.replace(policy_cfg, **changes))
+    policy_cfg = dataclasses.replace((config or NodeConfig()).policy, **{
+        k: v for k, v in (("checkpoint", checkpoint), ("backend", backend), ("engine_dir", engine_dir)) if v})
+    if engine_dir:
+        if policy_cfg.backend == "torch":
+            raise ValueError("--engine-dir holds exported graphs: choose --backend onnxruntime or tensorrt")
+        dtype = read_manifest(engine_dir).get("dtype")
+        if isinstance(dtype, str) and dtype != policy_cfg.dtype:
+            policy_cfg = dataclasses.replace(policy_cfg, dtype=dtype)
+    return make_policy(policy_cfg)
 
 
 def load_node_config(config_path: str = "", robot_profile: str = "") -> NodeConfig:
@@ -113,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default="", help="checkpoint directory; empty = embedded demo model")
     parser.add_argument("--backend", default="", choices=("", "torch", "onnxruntime", "tensorrt"),
                         help="inference backend (default: the config's, torch)")
+    parser.add_argument("--engine-dir", default="",
+                        help="exported graphs (vla-ros export, e.g. --quantize int4) or TensorRT engines of "
+                             "the checkpoint, for --backend onnxruntime or tensorrt (sets policy.engine_dir)")
     parser.add_argument("--tasks", default=",".join(TASK_KINDS),
                         help=f"comma-separated task kinds, taken in turn (default {','.join(TASK_KINDS)})")
     parser.add_argument("--max-actions", type=int, default=DEFAULT_MAX_ACTIONS,
@@ -146,7 +160,7 @@ def policy_factory(args: argparse.Namespace, node_cfg: NodeConfig) -> Callable[[
         return ExpertPolicy
     if args.policy == "noisy-expert":
         return lambda world: NoisyExpertPolicy(world, args.noise_m, args.bias_m, args.seed)
-    model_policy = load_model_policy(args.checkpoint, args.backend, node_cfg)
+    model_policy = load_model_policy(args.checkpoint, args.backend, node_cfg, args.engine_dir)
     return lambda world: model_policy
 
 
