@@ -22,12 +22,11 @@ VERBS: dict[str, tuple[str, str]] = {
     "train-demo": ("vla_ros.sim.train", "train the tiny embedded demo VLA on simulator data"),
     "predict": ("vla_ros.runtime.predict_cli", "actions from image files and an instruction, or a batch"),
     "convert": ("vla_ros.model.convert", "an OpenVLA-OFT release -> a checkpoint (safetensors + settings)"),
-    "export": ("vla_ros.runtime.export", "export a checkpoint to ONNX graphs"),
+    "export": ("vla_ros.cli:export", "export a checkpoint to ONNX graphs (optionally quantized)"),
     "build-engine": ("vla_ros.runtime.trt_build", "build TensorRT engines from exported graphs"),
     "bench": ("vla_ros.runtime.bench", "per-stage latency of the backends side by side"),
     "quant-accuracy": ("vla_ros.sim.observations:quant_accuracy",
-                       "actions of quantized graphs against full precision: tokens, action error, "
-                       "closed loop"),
+                       "actions of quantized graphs against full precision: token agreement, action error"),
     "bench-chunks": ("vla_ros.control.bench_chunks:main", "command jumps at chunk switches, per chunk rule"),
     "replay": ("vla_ros.bag.replay", "deterministic offline replay of a rosbag"),
     "play": ("vla_ros.ros.bag_play", "publish a rosbag into a running ROS graph"),
@@ -35,6 +34,17 @@ VERBS: dict[str, tuple[str, str]] = {
     "make-bag": ("vla_ros.cli:make_bag", "write a camera rosbag of simulator frames (to try replay)"),
     "bench-replay": ("vla_ros.cli:bench_replay", "offline replay speed on a simulator bag"),
 }
+
+
+def export(argv: list[str]) -> int:
+    """`vla-ros export`: runtime/export, with rosbags readable as --calibration (bag/calibration)."""
+    from vla_ros.bag import calibration
+    from vla_ros.runtime import export as tool
+
+    def read(path: str) -> object:
+        return calibration.bag_calibration(path) if calibration.is_bag(path) else path
+
+    return tool.main(argv, bag_reader=read)
 
 
 def make_bag(argv: list[str]) -> int:

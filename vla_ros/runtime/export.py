@@ -435,8 +435,9 @@ def _export_graph(name: str, spec: GraphSpec, out: Path, opset: int, dtype: str,
             **io, "nodes": nodes, "fp32_islands": islands}
 
 
-def main(argv: list[str]) -> int:
-    """CLI entry point of `vla-ros export`."""
+def main(argv: list[str], bag_reader: Callable[[str], Any] | None = None) -> int:
+    """CLI entry point of `vla-ros export`; `bag_reader` turns a --calibration rosbag into observations
+    (given by the CLI, which may import bag/)."""
     ap = argparse.ArgumentParser(prog="vla-ros export", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="checkpoint directory (OpenVLA HF layout, or converted OpenVLA-OFT)")
     ap.add_argument("out_dir", help="output directory for the graphs and manifest.json")
@@ -456,15 +457,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--target", choices=TARGETS, default="onnxruntime",
                     help="who runs the graphs: onnxruntime (MatMulNBits) or tensorrt (QDQ, symmetric)")
     ap.add_argument("--calibration", default=None,
-                    help="w8a8: observations to calibrate on: a directory of images (png/jpg) with "
-                         "instructions.txt, or a .npz (images, instructions, optional proprio)")
+                    help="w8a8: observations to calibrate on: a rosbag (frames of topics.camera with the "
+                         "instruction in force), a directory of images (png/jpg) with instructions.txt, "
+                         "or a .npz (images, instructions, optional proprio)")
     args = ap.parse_args(argv)
     try:
+        calibration = args.calibration
+        if calibration is not None and bag_reader is not None and args.quantize == "w8a8":
+            calibration = bag_reader(calibration)
         export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.opset,
                           [g for g in args.graphs.split(",") if g] or None, args.max_text_tokens,
                           quantize=args.quantize, block_size=args.block_size, target=args.target,
-                          calibration=args.calibration)
-    except (ExportError, CheckpointError) as exc:
+                          calibration=calibration)
+    except (ExportError, CheckpointError, RuntimeError, ValueError) as exc:
         print(f"vla-ros export: {exc}", file=sys.stderr)
         return 1
     return 0
