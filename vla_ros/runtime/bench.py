@@ -2,6 +2,7 @@
 
     vla-ros bench --checkpoint DIR --backends torch,torch-generate --runs 30 --warmup 3 --json out/bench.json
     vla-ros bench --oft-pair out/bench_pair --runs 5 --warmup 1     # autoregressive vs OpenVLA-OFT
+    vla-ros bench --llm-width 7b --layers 2 --precisions fp32,int8,int4 --json out/bench_quant.json
 
 Each row runs the full predict (preprocess, vision, prefill, decode steps, detokenize) N times after W
 warm-up calls on the same image and instruction; the table gives median / p90 per stage (ms), per
@@ -17,6 +18,11 @@ yields a chunk, so actions/s = chunk / end-to-end time. With both families in th
 actions/s" divides each oft-<backend> row's actions/s by the <backend> row's. `--oft-pair DIR` writes (once)
 an autoregressive checkpoint and its OFT twin with the same weights (real tower shapes, a small LLM, one
 camera, chunk 8: see bench_pair.py) and runs torch,oft-torch unless --backends says otherwise.
+
+`--llm-width 7b` times no checkpoint but N Llama layers at Llama-2-7B width per weight precision
+(fp32, int8, int4: prefill, decode step, weight bytes, ratios against fp32 and fp16) with ONNX Runtime
+on the CPU; there --runs defaults to 5, --warmup to 1, --threads (ONNX Runtime's) to 0 = one per
+physical core, --json to out/bench_quant.json. See vla_ros.runtime.bench_quant.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from vla_ros.core.stats import distribution
 from vla_ros.core.types import Instruction, Observation
 from vla_ros.model.loader import load_vla
 from vla_ros.model.preprocess import RESIZE_METHODS, ImagePreprocessor
+from vla_ros.runtime import bench_quant
 from vla_ros.runtime.bench_pair import LIBERO_PROPRIO, PairSpec, write_pair
 from vla_ros.runtime.bench_rows import (
     OFT_PREFIX,
@@ -79,7 +86,8 @@ def row_stats(runner: Runner, results: list[RunResult]) -> dict:
     total = summarize([r.total for r in results])
     cpu = summarize([r.cpu_total for r in results])
     chunk = results[0].chunk
-    return {"describe": runner.describe(), "kind": runner.kind, "chunk": chunk, "stages": stages,
+    return {"describe": runner.describe(), "precision": runner.precision(), "kind": runner.kind,
+            "chunk": chunk, "stages": stages,
             "decode_steps": steps, "end_to_end": total, "end_to_end_thread_cpu": cpu,
             "actions_per_s": chunk * 1e3 / total["median_ms"], "tokens": results[0].tokens,
             "action": results[0].actions,
@@ -287,12 +295,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=None,
                    help="comma-separated rows (default: torch,torch-generate; with --oft-pair: "
                         "torch,oft-torch)")
-    p.add_argument("--runs", type=int, default=30, help="timed runs per row")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    p.add_argument("--json", default="out/bench.json", help="where to write the results")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per row (default 30)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3)")
+    p.add_argument("--json", default=None, help="where to write the results (default out/bench.json)")
     p.add_argument("--image", default="", help="image file (default: a synthetic 640x480 image)")
     p.add_argument("--instruction", default="pick up the red block")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (0 = torch's default; default 1); with --llm-width ONNX "
+                        "Runtime's (default 0 = one per physical core)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--engine-dir", default="", help="exported graphs / engines (onnxruntime, tensorrt)")
@@ -307,12 +317,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oft-pair", default="", metavar="DIR",
                    help="write (once, under DIR) and bench an autoregressive checkpoint and its OpenVLA-OFT "
                         "twin with the same weights: real tower shapes, small LLM, one camera")
-    p.add_argument("--seed", type=int, default=0, help="--oft-pair: seed of the random weights")
+    p.add_argument("--seed", type=int, default=0, help="--oft-pair, --llm-width: seed of the random weights")
     p.add_argument("--oft-proprio", type=int, default=LIBERO_PROPRIO, choices=(0, LIBERO_PROPRIO),
                    help="--oft-pair: proprio values of the OFT checkpoint (0 = no proprio token)")
     p.add_argument("--oft-chunk", type=int, default=8, help="--oft-pair: actions per OFT chunk")
     p.add_argument("--tiny-towers", action="store_true",
                    help="--oft-pair: tiny towers instead of DINOv2-L + SigLIP-SO400M shapes (quick checks)")
+    bench_quant.add_arguments(p)
     return p
 
 
@@ -327,8 +338,30 @@ def pair_options(args: argparse.Namespace) -> tuple[str, str]:
     return str(ar), str(oft)
 
 
+def quant_main(args: argparse.Namespace) -> int:
+    """`vla-ros bench --llm-width ...`: the precision table (bench_quant.py)."""
+    try:
+        result = bench_quant.run_quant_bench(bench_quant.options_from(args),
+                                             log=lambda s: print(s, file=sys.stderr))
+    except (ValueError, KeyError, RuntimeError, OSError, ImportError) as exc:
+        print(f"vla-ros bench: {exc}", file=sys.stderr)
+        return 1
+    print(bench_quant.format_quant_table(result))
+    out = Path(args.json or "out/bench_quant.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.llm_width:
+        return quant_main(args)
+    args.runs = 30 if args.runs is None else args.runs
+    args.warmup = 3 if args.warmup is None else args.warmup
+    args.threads = 1 if args.threads is None else args.threads
+    args.json = args.json or "out/bench.json"
     if args.runs < 1 or args.warmup < 0:
         print("vla-ros bench: --runs must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2

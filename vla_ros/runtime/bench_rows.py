@@ -28,6 +28,7 @@ from vla_ros.model.preprocess import ImagePreprocessor
 from vla_ros.runtime import trt_backend
 from vla_ros.runtime.factory import make_policy, resolve_checkpoint
 from vla_ros.runtime.oft_policy import OftPolicy
+from vla_ros.runtime.torch_backend import DTYPE_NAMES
 
 OFT_PREFIX = "oft-"  # rows of the second (OpenVLA-OFT) checkpoint
 
@@ -70,6 +71,20 @@ class Runner:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def precision(self) -> str:
+        """The weights' precision ("fp32", "fp16+int4(b128)"; "" when unknown)."""
+        return ""
+
+
+def backend_precision(policy: object) -> str:
+    """A policy's backend precision: the exported graphs' (quantization included) or the torch dtype."""
+    backend = getattr(policy, "backend", None)
+    text = getattr(backend, "precision", None)
+    if text is None:
+        dtype = getattr(backend, "dtype", None)
+        text = DTYPE_NAMES.get(dtype, str(dtype or ""))
+    return str(text)
+
 
 class PolicyRunner(Runner):
     """Any VlaPolicy (torch, and the ONNX Runtime / TensorRT backends of the same protocol)."""
@@ -87,6 +102,9 @@ class PolicyRunner(Runner):
 
     def describe(self) -> str:
         return self.policy.describe()
+
+    def precision(self) -> str:
+        return backend_precision(self.policy)
 
 
 class ChunkRunner(Runner):
@@ -113,6 +131,9 @@ class ChunkRunner(Runner):
 
     def describe(self) -> str:
         return self.policy.describe()
+
+    def precision(self) -> str:
+        return backend_precision(self.policy)
 
 
 class GenerateRunner(Runner):
@@ -151,6 +172,9 @@ class GenerateRunner(Runner):
 
     def describe(self) -> str:
         return f"transformers generate() {self.device.type} {str(self.dtype).replace('torch.', '')}"
+
+    def precision(self) -> str:
+        return DTYPE_NAMES.get(self.dtype, str(self.dtype))
 
     def run(self, rgb: np.ndarray, text: str) -> RunResult:
         n = self.n_actions

@@ -183,3 +183,19 @@ def policy_for(checkpoint: str | Path, backend: Any, cfg: PolicyConfig) -> Polic
     with the checkpoint's tokenizer, preprocessing and statistics."""
     settings = getattr(backend, "settings", None) or VlaSettings()
     return factory.policy_for(read_checkpoint_files(checkpoint, settings, cfg.center_crop), backend, cfg)
+
+
+def graph_precision(manifest: dict[str, Any]) -> str:
+    """The graphs' precision in a few characters: "fp32", "fp16+int4(b128)", "fp32+int4(b64) qdq" (TensorRT
+    target), "fp32+w8a8"; from the manifest's dtype and quantization record."""
+    dtype = manifest.get("dtype", "fp32")
+    record = manifest.get("quantization") or {}
+    mode = record.get("mode", "none")
+    if mode == "none":
+        return dtype
+    if mode == "w8a8":
+        return f"{dtype}+w8a8"
+    blocks = sorted({b for b in (record.get("block_sizes") or {}).values() if b})
+    blocks = blocks or [record.get("block_size")]
+    text = f"{dtype}+{mode}(b{'/'.join(str(b) for b in blocks)})"
+    return text + (" qdq" if record.get("target") == "tensorrt" else "")

@@ -27,6 +27,7 @@ from vla_ros.runtime.graph_dir import (
     checked_manifest,
     family_graphs,
     film_input,
+    graph_precision,
     manifest_settings,
     policy_for,
     read_manifest,
@@ -170,6 +171,7 @@ class OrtBackend:
         self.max_positions = int(model["max_positions"])
         self.past_names = list(self.manifest.get("kv", {}).get("past", []))
         self.dtype = self.manifest["dtype"]
+        self.precision = graph_precision(self.manifest)  # e.g. "fp32", "fp16+int4(b128)"
         self.float_type = np.float16 if self.dtype == "fp16" else np.float32
         graphs = self.manifest["graphs"]
         self.graphs = {name: OrtGraph(self.graph_dir / graphs[name]["file"], self.options,
@@ -179,9 +181,10 @@ class OrtBackend:
         self.fallbacks = [g.fallback for g in self.graphs.values() if g.fallback]
 
     def describe(self) -> str:
-        """E.g. "onnxruntime CPUExecutionProvider fp32", with a warning on a silent CPU fallback."""
+        """E.g. "onnxruntime CPUExecutionProvider fp32+int4(b128)" (the graphs' precision, quantization
+        included), with a warning on a silent CPU fallback."""
         threads = f" {self.options.threads} threads" if self.options.threads else ""
-        text = f"onnxruntime {self.provider} {self.dtype}{threads}"
+        text = f"onnxruntime {self.provider} {self.precision}{threads}"
         if self.fallbacks:
             text += f" (WARNING: requested {PROVIDERS[self.options.provider]}, fell back to {self.provider})"
         return text

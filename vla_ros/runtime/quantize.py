@@ -46,6 +46,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from vla_ros.runtime.graph_dir import graph_precision  # re-exported: part of this module's API
+
 MODES = ("none", "int8", "int4", "w8a8")
 TARGETS = ("onnxruntime", "tensorrt")
 DEFAULT_BLOCK_SIZE = 128
@@ -98,7 +100,7 @@ def check_options(mode: str, block_size: int = DEFAULT_BLOCK_SIZE, target: str =
                             "weight-only")
     if mode == "w8a8":
         if calibration is None:
-            raise QuantizeError("--quantize w8a8 needs --calibration (a directory of images plus "
+            raise QuantizeError("--quantize w8a8 needs --calibration (a rosbag, a directory of images plus "
                                 f"{INSTRUCTIONS_FILE}, or a .npz) to measure the activations")
         if isinstance(calibration, (str, Path)):
             path = Path(calibration)
@@ -730,21 +732,6 @@ def summarize(manifest: dict[str, Any], options: dict[str, Any]) -> dict[str, An
     if calib:
         record["calibration"] = calib[0]
     return record
-
-
-def graph_precision(manifest: dict[str, Any]) -> str:
-    """The graphs' precision in a few characters: "fp32", "fp16+int4(b128)", "fp32+int8(b64)", "fp32+w8a8"."""
-    dtype = manifest.get("dtype", "fp32")
-    record = manifest.get("quantization") or {}
-    mode = record.get("mode", "none")
-    if mode == "none":
-        return dtype
-    if mode == "w8a8":
-        return f"{dtype}+w8a8"
-    blocks = sorted({b for b in (record.get("block_sizes") or {}).values() if b})
-    blocks = blocks or [record.get("block_size")]
-    text = f"{dtype}+{mode}(b{'/'.join(str(b) for b in blocks)})"
-    return text + (" qdq" if record.get("target") == "tensorrt" else "")
 
 
 def _save_graph(model: onnx.ModelProto, graph_dir: Path, file: str) -> list[Path]:

@@ -46,6 +46,7 @@ from vla_ros.runtime.graph_dir import (
     checked_manifest,
     family_graphs,
     film_input,
+    graph_precision,
     manifest_settings,
     policy_for,
     read_manifest,
@@ -169,6 +170,7 @@ class TrtBackend:
         model = self.manifest["model"]
         self.max_positions = int(model["max_positions"])
         self.dtype = self.manifest["dtype"]
+        self.precision = graph_precision(self.manifest)  # e.g. "fp16", "fp16+int4(b128) qdq"
         self.cuda_graphs = bool(cuda_graphs) and not self.settings.parallel  # OFT: no decode loop
         self.max_pool_lengths = max(2, int(max_pool_lengths))  # a decode step needs two lengths
         self.pool = _Pool()
@@ -199,7 +201,7 @@ class TrtBackend:
 
     def describe(self) -> str:
         graphs = f", CUDA graphs on ({len(self.pool.graphs)} captured)" if self.cuda_graphs else ""
-        return f"tensorrt {self.flavour} {self.trt_version} {self.gpu} {self.dtype}{graphs}"
+        return f"tensorrt {self.flavour} {self.trt_version} {self.gpu} {self.precision}{graphs}"
 
     # -- stages ------------------------------------------------------------------------------------
     def _to_device(self, array: np.ndarray, dtype: Any) -> Any:

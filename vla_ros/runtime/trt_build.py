@@ -5,6 +5,11 @@ without a GPU and so proves the graphs in CI): strongly typed networks (precisio
 ONNX graph), one optimization profile per engine with min/opt/max shapes from the export
 manifest, a persistent timing cache, and a vla_ros header in front of every engine
 (see engine_file.py).
+
+Quantized exports build when they were made for TensorRT (`vla-ros export --quantize int4 --target
+tensorrt`: symmetric INT4 DequantizeLinear -> MatMul, which TensorRT runs as weight-only INT4; W8A8:
+INT8 Q/DQ). Graphs quantized for ONNX Runtime hold its MatMulNBits operator, which TensorRT has no
+kernel for: they are refused before any build, with the export option that makes buildable ones.
 """
 
 from __future__ import annotations
@@ -34,6 +39,44 @@ Log = Callable[[str], None]
 
 class BuildError(RuntimeError):
     """A graph could not be parsed or built; the message carries TensorRT's own errors."""
+
+
+ORT_ONLY_OPS = ("MatMulNBits", "GatherBlockQuantized")  # com.microsoft ops of ORT's weight-only quantizer
+
+
+def ort_only_nodes(onnx_path: str | Path) -> dict[str, int]:
+    """How many nodes of each ONNX-Runtime-only quantized operator a graph holds (weights not read; empty
+    when the onnx package is missing: an engine-only install checks the manifest's record alone)."""
+    try:
+        import onnx  # lazy: optional on a machine that only builds engines
+    except ImportError:
+        return {}
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - an unreadable file is left to TensorRT's parser, which reports it
+        return {}
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in ORT_ONLY_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def refuse_ort_quantized(onnx_path: str | Path, quantization: Mapping[str, Any] | None = None) -> None:
+    """BuildError when a graph was quantized for ONNX Runtime (MatMulNBits nodes, or the manifest's
+    `quantization` record says target onnxruntime): TensorRT cannot build it."""
+    record = quantization or {}
+    counts = ort_only_nodes(onnx_path)
+    for_ort = record.get("target") == "onnxruntime" and record.get("mode") in ("int4", "int8")
+    if not counts and not for_ort:
+        return
+    mode = record.get("mode") or "int4"
+    found = ", ".join(f"{n} {op}" for op, n in counts.items()) or "MatMulNBits"
+    fix = ("--quantize int4 --target tensorrt (symmetric INT4 Q/DQ)" if mode == "int4"
+           else "--quantize w8a8 --target tensorrt (TensorRT's INT8 is W8A8)")
+    raise BuildError(f"{onnx_path}: quantized for ONNX Runtime ({found}: `--quantize {mode} --target "
+                     f"onnxruntime`), which TensorRT cannot build. Export for TensorRT instead: "
+                     f"vla-ros export CHECKPOINT DIR {fix}")
 
 
 def import_tensorrt(prefer: str | None = None) -> tuple[Any, str]:
@@ -140,6 +183,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: Profi
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     cache_path = Path(timing_cache) if timing_cache else None
+    refuse_ort_quantized(onnx_path)
     trt, flavour_used = import_tensorrt(flavour)
     logger = make_logger(trt, echo_level, log)
     t_start = time.monotonic()
@@ -261,11 +305,15 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path | None = None, *, fp16: 
                          "graph, so export with `vla-ros export CHECKPOINT DIR --dtype fp16`")
     cache = Path(timing_cache) if timing_cache else out / "timing.cache"
     selected = list(graphs) if graphs else list(manifest["graphs"])
+    missing = [name for name in selected if name not in manifest["graphs"]]
+    if missing:
+        raise BuildError(f"graph(s) {missing} not in {onnx_dir / MANIFEST}")
+    quantization = manifest.get("quantization") if isinstance(manifest.get("quantization"), dict) else None
+    for name in selected:  # every graph checked before the first build
+        refuse_ort_quantized(onnx_dir / manifest["graphs"][name]["file"], quantization)
     built: dict[str, EngineHeader] = {}
     for i, name in enumerate(selected, 1):
-        entry = manifest["graphs"].get(name)
-        if entry is None:
-            raise BuildError(f"graph {name!r} is not in {onnx_dir / MANIFEST}")
+        entry = manifest["graphs"][name]
         log(f"[{i}/{len(selected)}] {name}")
         built[name] = build_engine(
             onnx_dir / entry["file"], out / engine_name(name), graph_profiles(entry), graph=name,
