@@ -73,7 +73,6 @@ from vla_ros.bag.replay_types import (
 from vla_ros.bag.writer import AtomicDir, BagWriter
 from vla_ros.control.chunks import chunk_settings
 from vla_ros.control.core import ControlCore
-from vla_ros.control.link import ChunkLink
 from vla_ros.control.split import ChunkEnvelope, ChunkSender, ControlHalf
 from vla_ros.control.status import Counters, status_fields
 from vla_ros.core.cameras import camera_settings, inputs_problem
@@ -153,9 +152,7 @@ class Replayer:
         self.half: ControlHalf | None = None
         self.sender: ChunkSender | None = None
         if mode != "node":
-            link = ChunkLink(future_tolerance_s=config.split.clock_tolerance_s,
-                             late_after_s=config.safety.max_action_age_s)
-            self.half = ControlHalf(self.core, ctl.action_period_s, config.split.watch_cameras, link)
+            self.half = ControlHalf(self.core, ctl.action_period_s, config.split.watch_cameras)
         if mode == "split":
             assert policy is not None
             family = getattr(getattr(policy, "family", None), "name", "")
@@ -166,10 +163,7 @@ class Replayer:
             self.camera_view = ControlCore(config.safety, self.tick_ns / NS_PER_S, ctl.action_period_s,
                                            cameras=camera_limits)
         self.writer: BagWriter | None = None  # the output bag while run() goes (the chunks are written to it)
-        # what the control half knows of the policy half: from the chunks received (status, as role control)
-        self.remote_model = ""
-        self.remote_inference_s = 0.0
-        self.chunks_in_period = 0
+        self.chunks_in_period = 0  # chunks received in the status period (role control's model rate)
         self.max_inference_ns = int(round(config.policy.max_inference_s * NS_PER_S))
         self.topics = ReplayTopics.resolve(config, options.namespace, options.status_topic)
         if policy is None:
@@ -448,8 +442,6 @@ class Replayer:
         """The control half receives a chunk at t_ns; its outcome."""
         assert self.half is not None
         self.chunks_in_period += 1
-        self.remote_model = envelope.model or self.remote_model
-        self.remote_inference_s = float(sum(envelope.chunk.timings.values()))
         verdict = self.half.on_chunk(envelope, t_ns / NS_PER_S)
         return "rejected: " + self.core.last_error if verdict == "rejected" else verdict
 
@@ -468,7 +460,7 @@ class Replayer:
         chunk = envelope.chunk
         result = self._receive(envelope, t_ns)
         self.record.inferences.append(Inference(
-            envelope.sequence, t_ns, t_ns, seconds_to_ns(float(chunk.stamp)), self.remote_inference_s,
+            envelope.sequence, t_ns, t_ns, seconds_to_ns(float(chunk.stamp)), self.half.remote_inference_s,
             chunk.instruction, None, ran=True, result=result))
         if result == "accepted":
             self.record.chunk_delays.append(self.core.chunk_report.delay_last_s)
@@ -498,8 +490,8 @@ class Replayer:
             backend, latency_s = self.policy.describe(), self.last_latency_s
             model_rate_hz, errors = self.calls_done_in_period / period_s, self.record.policy_errors
         else:
-            backend = f"remote: {self.remote_model}" if self.remote_model else "remote policy (no chunk yet)"
-            latency_s, model_rate_hz, errors = self.remote_inference_s, self.chunks_in_period / period_s, 0
+            backend, latency_s = self.half.remote_backend, self.half.remote_inference_s
+            model_rate_hz, errors = self.chunks_in_period / period_s, 0
         counters = Counters(
             backend=backend, inference_latency_s=latency_s, model_rate_hz=model_rate_hz,
             control_rate_hz=self.ticks_in_period / period_s,

@@ -4,6 +4,7 @@ simulator's split evaluation and the tests use the same model, so their figures 
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import itertools
 import math
@@ -42,6 +43,31 @@ class LinkFaults:
     def perfect(self) -> bool:
         """No delay and no fault: every message arrives at once, once, in order."""
         return not (self.latency_s or self.jitter_s or self.loss or self.duplicate or self.reorder)
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        latency_default: float | None = 0.0) -> None:
+    """The link's flags (--latency-ms, --jitter-ms, --loss, --duplicate, --reorder, --reorder-ms), shared
+    by the relay, `vla-ros bench-split` and `vla-ros eval-demo` (latency_default None: not given)."""
+    add = parser.add_argument
+    reorder_ms = LinkFaults().reorder_s * 1e3
+    add("--latency-ms", type=float, default=latency_default, help="mean delay of the link [ms]")
+    add("--jitter-ms", type=float, default=0.0, help="delay spread: uniform +- this [ms]")
+    add("--loss", type=float, default=0.0, help="probability that a chunk is lost (0..1)")
+    add("--duplicate", type=float, default=0.0, help="probability that a chunk arrives twice")
+    add("--reorder", type=float, default=0.0,
+        help="probability that a chunk is held back --reorder-ms more (overtaken by the next)")
+    add("--reorder-ms", type=float, default=reorder_ms,
+        help=f"extra delay of a reordered chunk [ms] (default {reorder_ms:g})")
+
+
+def faults_from_arguments(a: argparse.Namespace) -> LinkFaults:
+    """LinkFaults of the parsed link flags (a latency not given counts as 0); ValueError when one is out of
+    range."""
+    faults = LinkFaults(latency_s=(a.latency_ms or 0.0) * 1e-3, jitter_s=a.jitter_ms * 1e-3, loss=a.loss,
+                        duplicate=a.duplicate, reorder=a.reorder, reorder_s=a.reorder_ms * 1e-3)
+    faults.check()
+    return faults
 
 
 class FaultyLink(Generic[Item]):

@@ -83,12 +83,16 @@ class ControlHalf:
         self.action_period_s = float(action_period_s)
         self.watch_cameras = bool(watch_cameras)
         self.link = link if link is not None else ChunkLink(core.future_tolerance_s, core.max_action_age_s)
+        self.remote_model = ""  # the policy's description, from the last chunk that carried one
+        self.remote_inference_s = 0.0  # inference time of the last chunk received [s]
 
     def on_chunk(self, envelope: ChunkEnvelope, now: float) -> str:
         """Receive one chunk at `now`: 'accepted', 'duplicate' (dropped, counted by the link) or
         'rejected' (counted by the core; core.last_error says why)."""
         chunk = envelope.chunk
         inference_s = float(sum(chunk.timings.values()))
+        self.remote_model = envelope.model or self.remote_model
+        self.remote_inference_s = inference_s
         if self.link.on_chunk(envelope.sequence, float(chunk.stamp), inference_s, now) == "duplicate":
             return "duplicate"
         period = envelope.action_period_s
@@ -103,6 +107,11 @@ class ControlHalf:
             for camera in self.core.cameras:
                 self.core.on_image(float(chunk.stamp), camera)
         return "accepted"
+
+    @property
+    def remote_backend(self) -> str:
+        """The policy half as status names it: 'remote: <its description>'."""
+        return f"remote: {self.remote_model}" if self.remote_model else "remote policy (no chunk yet)"
 
     def report(self) -> LinkReport:
         return self.link.report()

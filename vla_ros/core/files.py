@@ -1,10 +1,12 @@
-"""Files the package ships (config/, msg/) and the JSON it writes."""
+"""Files the package ships (config/, msg/), the JSON it writes and directories it builds once."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,21 @@ def write_json(path: str | os.PathLike[str], payload: Any, indent: int = 1) -> N
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=indent, default=json_default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def build_once(final: Path, record: dict[str, Any], make: Callable[[Path], None], marker: str) -> bool:
+    """`final` as `make(tmp)` builds it, unless `final/marker` already holds `record` (what it was made
+    from); written to a temporary name and renamed, so a half-built directory is never used. True when
+    it was built now."""
+    try:
+        if json.loads((final / marker).read_text()) == record:
+            return False
+    except (OSError, ValueError):
+        pass
+    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make(tmp)
+    (tmp / marker).write_text(json.dumps(record, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return True

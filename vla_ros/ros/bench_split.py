@@ -56,7 +56,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from vla_ros.control.netem import LinkFaults
+from vla_ros.control.netem import LinkFaults, add_fault_arguments, faults_from_arguments
 from vla_ros.core.config import ExecutionConfig
 from vla_ros.core.files import find_shared
 from vla_ros.core.limits import SafetyLimits
@@ -66,7 +66,6 @@ from vla_ros.ros.loadgen import helper_command, period_stats, ros_environment, u
 from vla_ros.ros.node import VlaNode
 from vla_ros.ros.node_main import DEFAULT_SWITCH_INTERVAL_S, ROLE_NAMES
 from vla_ros.ros.qos import reliable_qos
-from vla_ros.ros.relay import add_fault_arguments, faults_from_arguments
 from vla_ros.runtime.synthetic import SyntheticPolicy
 
 __all__ = ["SplitSettings", "format_table", "hold_after", "main", "moving_after", "run_split"]

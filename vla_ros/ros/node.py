@@ -140,7 +140,6 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         self._half: ControlHalf | None = None  # role control: the chunks received
         self._chunk_pub = None
         self._held_instruction_pub = None  # role control: the instruction in force, transient local
-        self._remote_inference_s = 0.0  # role control: inference time of the last chunk received
         self._entities: list[tuple[Callable, object]] = []  # (destroyer, entity) of what configure made
         self._control: ControlTimer | None = None
         self._lifecycle_lock = threading.Lock()
@@ -172,7 +171,6 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
             self._sender = ChunkSender(cfg.control.action_period_s, self._backend, str(family))
             self._check = worker.instruction_check
         else:
-            self._backend = "remote policy (no chunk yet)"
             self._half = ControlHalf(core, cfg.control.action_period_s, cfg.split.watch_cameras)
         self.config, self.policy, self.core, self.worker = cfg, getattr(worker, "policy", None), core, worker
         self._cameras, self._proprio_spec = cameras, proprio
@@ -453,9 +451,6 @@ class VlaNode(InputHandling, StatusReporting, LifecycleNode):
         model_rate = self._model_rate
         if model_rate is not None:
             model_rate.add(time.perf_counter())
-        self._remote_inference_s = float(msg.inference_s)
-        if envelope.model:
-            self._backend = f"remote: {envelope.model}"
         verdict = half.on_chunk(envelope, now)
         if verdict == "rejected":
             text = self._errors.set("chunk", f"rejected action chunk: {half.core.last_error}", now)

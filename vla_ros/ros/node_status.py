@@ -87,9 +87,9 @@ class StatusReporting:
             latency, errors = worker.stats.last_latency_s, worker.stats.errors
             policy_error = worker.stats.last_error if worker.faulted else ""
         else:
-            latency, errors, policy_error = self._remote_inference_s, 0, ""
+            latency, errors, policy_error = half.remote_inference_s, 0, ""
         counters = Counters(
-            backend=self._backend, inference_latency_s=latency,
+            backend=half.remote_backend if half is not None else self._backend, inference_latency_s=latency,
             model_rate_hz=NO_RATE if model_hz is None else model_hz,
             control_rate_hz=NO_RATE if control_hz is None else control_hz,
             commands_published=self.commands_published,

@@ -26,7 +26,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from vla_ros.control.netem import FaultyLink, LinkFaults
+from vla_ros.control.netem import FaultyLink, LinkFaults, add_fault_arguments, faults_from_arguments
 from vla_ros.msg import ActionChunk as ActionChunkMsg
 from vla_ros.ros.qos import chunk_qos
 
@@ -126,26 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-file", default="", help="stop as soon as this file exists")
     p.add_argument("--out", default="", help="write the counts and arrival times as JSON here at the end")
     return p
-
-
-def add_fault_arguments(p: argparse.ArgumentParser) -> None:
-    """The link fault options shared by the relay and `vla-ros bench-split`."""
-    p.add_argument("--latency-ms", type=float, default=0.0, help="mean delay of the link [ms]")
-    p.add_argument("--jitter-ms", type=float, default=0.0, help="delay spread: uniform +- this [ms]")
-    p.add_argument("--loss", type=float, default=0.0, help="probability that a chunk is lost (0..1)")
-    p.add_argument("--duplicate", type=float, default=0.0, help="probability that a chunk arrives twice")
-    p.add_argument("--reorder", type=float, default=0.0,
-                   help="probability that a chunk is held back --reorder-ms more (overtaken by the next)")
-    p.add_argument("--reorder-ms", type=float, default=LinkFaults().reorder_s * 1e3,
-                   help=f"extra delay of a reordered chunk [ms] (default {LinkFaults().reorder_s * 1e3:g})")
-
-
-def faults_from_arguments(a: argparse.Namespace) -> LinkFaults:
-    """LinkFaults of the parsed fault options; ValueError when one is out of range."""
-    faults = LinkFaults(latency_s=a.latency_ms * 1e-3, jitter_s=a.jitter_ms * 1e-3, loss=a.loss,
-                        duplicate=a.duplicate, reorder=a.reorder, reorder_s=a.reorder_ms * 1e-3)
-    faults.check()
-    return faults
 
 
 def _interrupt(signum: int, frame: object) -> None:

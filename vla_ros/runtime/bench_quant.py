@@ -19,11 +19,9 @@ graph in fp16 and in INT4 (QDQ, target tensorrt) and compares their bytes (no GP
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_ros.core.files import build_once
 from vla_ros.core.stats import distribution
 
 Log = Callable[[str], None]
@@ -178,23 +177,18 @@ def cached_export(opts: QuantBenchOptions, dtype: str, log: Log) -> tuple[dict[s
            "seed": opts.seed, "dtype": dtype, "torch": torch.__version__}
     name = f"llama_h{w.hidden}_m{w.mlp}_a{w.heads}_l{opts.layers}_v{opts.vocab}_s{opts.seed}_{dtype}"
     final = Path(opts.graph_cache or default_cache()) / name
-    try:
-        if json.loads((final / EXPORT_RECORD).read_text()) == key:
-            log(f"[bench] {dtype} graphs from the cache {final}")
-            return {g: final / f"{g}.onnx" for g in GRAPHS}, 0.0
-    except (OSError, ValueError):
-        pass
     t0 = time.monotonic()
-    log(f"[bench] building {opts.layers} layer(s) at hidden {w.hidden}, MLP {w.mlp}, {w.heads} heads "
-        f"({dtype})")
-    core = build_core(w, opts.layers, opts.vocab, opts.seed, dtype)
-    tmp = final.with_name(f"{name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_llm(core, tmp, dtype, log)
-    del core
-    (tmp / EXPORT_RECORD).write_text(json.dumps(key))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+
+    def make(tmp: Path) -> None:
+        log(f"[bench] building {opts.layers} layer(s) at hidden {w.hidden}, MLP {w.mlp}, {w.heads} heads "
+            f"({dtype})")
+        core = build_core(w, opts.layers, opts.vocab, opts.seed, dtype)
+        export_llm(core, tmp, dtype, log)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not build_once(final, key, make, EXPORT_RECORD):
+        log(f"[bench] {dtype} graphs from the cache {final}")
+        return {g: final / f"{g}.onnx" for g in GRAPHS}, 0.0
     return {g: final / f"{g}.onnx" for g in GRAPHS}, time.monotonic() - t0
 
 

@@ -12,7 +12,6 @@ graph bytes.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vla_ros.core.files import build_once
+from vla_ros.core.stats import distribution
 
 MODES = ("int8", "int4", "w8a8")
 TARGET = "onnxruntime"
@@ -172,24 +174,13 @@ def export_record(checkpoint: Path, mode: str, block_size: int, calibration: dic
     return record
 
 
-def _cached(directory: Path, record: dict[str, Any]) -> bool:
-    try:
-        same = json.loads((directory / MARKER).read_text()) == record
-    except (OSError, ValueError):
-        return False
-    return same and (directory / "manifest.json").is_file()
-
-
 def quantize_copy(source: Path, out: Path, mode: str, block_size: int, log: Log,
                   calibration: list | None = None) -> None:
     """A copy of the fp32 export `source` at `out` with its LLM Linears quantized (`mode`; w8a8 calibrated
     on `calibration`, a list of vla_ros.runtime.quantize.CalibrationSample)."""
-    try:
-        from vla_ros.runtime.quantize import quantize_graph_dir
-    except ImportError as exc:
-        raise QuantAccuracyError(f"quantized export is not available here ({exc})") from exc
+    from vla_ros.runtime.quantize import quantize_graph_dir
+
     shutil.copytree(source, out)
-    (out / MARKER).unlink(missing_ok=True)
     quantize_graph_dir(out, mode, block_size, TARGET, log,
                        calibration=calibration if mode == "w8a8" else None)
 
@@ -204,21 +195,19 @@ def prepare_export(checkpoint: Path, mode: str, block_size: int, work: Path, log
     work.mkdir(parents=True, exist_ok=True)
     final = work / mode
     record = export_record(checkpoint, mode, block_size, calibration[0] if calibration else None)
-    if _cached(final, record):
+    t0 = time.monotonic()
+
+    def make(tmp: Path) -> None:
+        log(f"[{mode}] exporting to {final}")
+        if mode == "fp32":
+            export_checkpoint(checkpoint, tmp, dtype="fp32", log=lambda m: log(f"    {m}"))
+        else:
+            samples = calibration[1]() if calibration and mode == "w8a8" else None
+            quantize_copy(work / "fp32", tmp, mode, block_size, lambda m: log(f"    {m}"), samples)
+
+    if not build_once(final, record, make, MARKER):
         log(f"[{mode}] reusing the export in {final}")
         return final
-    t0 = time.monotonic()
-    log(f"[{mode}] exporting to {final}")
-    tmp = work / f"{mode}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if mode == "fp32":
-        export_checkpoint(checkpoint, tmp, dtype="fp32", log=lambda m: log(f"    {m}"))
-    else:
-        samples = calibration[1]() if calibration and mode == "w8a8" else None
-        quantize_copy(work / "fp32", tmp, mode, block_size, lambda m: log(f"    {m}"), samples)
-    (tmp / MARKER).write_text(json.dumps(record, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
     log(f"[{mode}] ready in {time.monotonic() - t0:.1f} s: {graph_bytes(final) / 1e6:.2f} MB of graphs")
     return final
 
@@ -226,9 +215,8 @@ def prepare_export(checkpoint: Path, mode: str, block_size: int, work: Path, log
 # ----------------------------------------------------------------------------- the measurement
 def latency_summary(seconds: np.ndarray) -> dict[str, float]:
     """Mean, median and 90th percentile in milliseconds."""
-    ms = 1e3 * np.asarray(seconds, dtype=np.float64)
-    return {"mean_ms": float(ms.mean()), "median_ms": float(np.median(ms)),
-            "p90_ms": float(np.percentile(ms, 90))}
+    d = distribution(1e3 * np.asarray(seconds, dtype=np.float64))
+    return {"mean_ms": d["mean"], "median_ms": d["p50"], "p90_ms": d["p90"]}
 
 
 def compare_runs(reference: ModeRun, candidate: ModeRun) -> dict[str, Any]:
@@ -364,11 +352,9 @@ def check_options(args: argparse.Namespace) -> list[str]:
     modes = parse_modes(args.modes)
     if args.cases < 1 or args.calibration_cases < 1 or args.threads < 0:
         raise QuantAccuracyError("--cases and --calibration-cases must be at least 1, --threads at least 0")
-    try:
-        from vla_ros.runtime.quantize import QuantizeError
-        from vla_ros.runtime.quantize import check_options as check_quantize
-    except ImportError as exc:
-        raise QuantAccuracyError(f"quantized export is not available here ({exc})") from exc
+    from vla_ros.runtime.quantize import QuantizeError
+    from vla_ros.runtime.quantize import check_options as check_quantize
+
     for mode in modes:  # w8a8's calibration set is made here: [] stands for it
         try:
             check_quantize(mode, args.block_size, TARGET, [] if mode == "w8a8" else None)

@@ -163,7 +163,7 @@ class SimHarness:
                 if result.actions >= max_actions:
                     break
                 observation = Observation(self.renderer.render(self.world.state), now, self.world.pose(now))
-                if split is None or split.watch_cameras:
+                if split is None or split.half.watch_cameras:
                     core.on_image(now)
                 started = time.perf_counter()
                 try:
@@ -202,8 +202,6 @@ class _SplitRun:
         self.link = link.for_episode(seed)
         self.sender = ChunkSender(action_period_s)
         self.half = ControlHalf(core, action_period_s, link.watch_cameras)
-        self.watch_cameras = link.watch_cameras
-        self.stats = SplitStats()
         self.accepted = 0
         self.delays: list[float] = []
 
@@ -217,17 +215,14 @@ class _SplitRun:
         link, half = self.link, self.half
         while (when := link.next_delivery) is not None and when <= now:
             for envelope in link.due(when):
-                self.stats.delivered += 1
-                verdict = half.on_chunk(envelope, when)
-                if verdict == "accepted":
+                if half.on_chunk(envelope, when) == "accepted":
                     self.accepted += 1
                     self.delays.append(when - float(envelope.chunk.stamp))
-                elif verdict == "duplicate":
-                    self.stats.duplicates += 1
 
     def finish(self, result: EpisodeResult, counters: dict[str, int]) -> None:
         """Fill `result`'s chunk figures and its SplitStats."""
-        stats, link, report = self.stats, self.link, self.half.report()
+        link, report = self.link, self.half.report()
+        stats = SplitStats(delivered=report.received, duplicates=report.duplicates)
         stats.sent, stats.lost_on_link = link.sent, link.lost
         stats.duplicated_on_link, stats.reordered_on_link = link.duplicated, link.reordered
         stats.in_flight = len(link.due(float("inf")))

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vla_ros.control.netem import LinkFaults
+from vla_ros.control.netem import add_fault_arguments, faults_from_arguments
 from vla_ros.sim.harness import EpisodeResult, SplitLink
 
 LINK_FIELDS = ("sent", "lost_on_link", "duplicated_on_link", "reordered_on_link", "delivered", "duplicates",
@@ -19,16 +19,7 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "split deployment", "the policy behind a faulty link (vla_ros.control.netem, as bench-split); chunks "
         "reach the control half at their delivery time on sim time, between control ticks")
-    group.add_argument("--latency-ms", type=float, default=None, help="link latency [ms]")
-    group.add_argument("--jitter-ms", type=float, default=0.0,
-                       help="uniform jitter around the latency, +- this [ms] (default 0)")
-    group.add_argument("--loss", type=float, default=0.0, help="probability a chunk is lost (default 0)")
-    group.add_argument("--duplicate", type=float, default=0.0,
-                       help="probability a chunk arrives twice (default 0)")
-    group.add_argument("--reorder", type=float, default=0.0,
-                       help="probability a chunk is held back by --reorder-ms (default 0)")
-    group.add_argument("--reorder-ms", type=float, default=50.0,
-                       help="how long a reordered chunk is held back [ms] (default 50)")
+    add_fault_arguments(group, latency_default=None)
     group.add_argument("--link-seed", type=int, default=0,
                        help="seed of the link's faults, combined with each episode's scene seed (default 0)")
     group.add_argument("--compare-split", action="store_true",
@@ -42,11 +33,7 @@ def link_from_args(args: argparse.Namespace) -> SplitLink | None:
              or args.compare_split)
     if not given:
         return None
-    faults = LinkFaults(latency_s=(args.latency_ms or 0.0) / 1e3, jitter_s=args.jitter_ms / 1e3,
-                        loss=args.loss, duplicate=args.duplicate, reorder=args.reorder,
-                        reorder_s=args.reorder_ms / 1e3)
-    faults.check()
-    return SplitLink(faults, seed=args.link_seed)
+    return SplitLink(faults_from_arguments(args), seed=args.link_seed)
 
 
 def describe_link(link: SplitLink) -> str:
